@@ -1,0 +1,173 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/fieldsync/fieldsync/natsjs"
+	"github.com/fieldsync/fieldsync/store"
+)
+
+// Meta keys the agent keeps in the store.
+const (
+	metaInitialDone   = "initial_sync_completed_at"
+	metaLastCompleted = "last_sync_completed_at"
+)
+
+// ErrSyncPending is returned by [Agent.RequestSync] when a sync of that
+// scope is already queued.
+var ErrSyncPending = errors.New("agent: a sync is already queued")
+
+// Agent is a running device agent. Create it with [Open], run it with
+// [Agent.Run], release it with [Agent.Close].
+type Agent struct {
+	cfg Config
+	log *slog.Logger
+	db  *store.DB
+
+	requests chan Scope
+
+	mu        sync.Mutex
+	client    *natsjs.Client
+	syncer    *Syncer
+	running   Scope
+	started   time.Time
+	completed time.Time
+	nextSync  time.Time
+	lastErr   error
+	report    *Report
+}
+
+// Open validates cfg and opens the device store.
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	db, err := store.Open(ctx, cfg.DBPath(), store.Options{})
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, log: log.With("device", cfg.DeviceID), db: db, requests: make(chan Scope, 4)}
+	if v, _ := db.Meta(ctx, metaLastCompleted); v != "" {
+		a.completed, _ = time.Parse(time.RFC3339Nano, v)
+	}
+	return a, nil
+}
+
+// Config returns the agent's effective configuration.
+func (a *Agent) Config() Config { return a.cfg }
+
+// DB is the agent's store (read-only use by the local API and tests).
+func (a *Agent) DB() *store.DB { return a.db }
+
+// Close releases the store. Call it after Run has returned.
+func (a *Agent) Close() error { return a.db.Close() }
+
+// Run connects to the broker and syncs: an initial full sync until one
+// succeeds (the device is "online only" before), then a delta sync every
+// SyncInterval from the last completion, plus the syncs requested with
+// [Agent.RequestSync]. It returns when ctx is cancelled.
+func (a *Agent) Run(ctx context.Context) error {
+	client, err := natsjs.Connect(a.cfg.BrokerURL, natsjs.ConnectOptions{Name: "fieldsync-agent " + a.cfg.DeviceID,
+		RetryOnFailedConnect: true, OnStateChange: func(up bool, err error) {
+			a.log.Info("broker connection", "connected", up, "err", err)
+		}})
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	a.mu.Lock()
+	a.client, a.syncer = client, NewSyncer(a.cfg, client, a.db, a.log)
+	a.mu.Unlock()
+	return a.loop(ctx)
+}
+
+func (a *Agent) loop(ctx context.Context) error {
+	retry := min(a.cfg.SyncInterval, time.Minute)
+	for {
+		next := a.scheduleNext(ctx, retry)
+		timer := time.NewTimer(time.Until(next))
+		var scope Scope
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil
+		case scope = <-a.requests:
+			timer.Stop()
+		case <-timer.C:
+			scope = ScopeFull
+		}
+		a.runSync(ctx, scope)
+	}
+}
+
+// scheduleNext returns when the next automatic sync is due: now while no
+// initial sync has completed (retrying after a failure), else SyncInterval
+// after the last completion.
+func (a *Agent) scheduleNext(ctx context.Context, retry time.Duration) time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case a.completed.IsZero() && a.lastErr == nil:
+		a.nextSync = time.Now()
+	case a.lastErr != nil:
+		a.nextSync = time.Now().Add(retry)
+	default:
+		a.nextSync = a.completed.Add(a.cfg.SyncInterval)
+	}
+	return a.nextSync
+}
+
+func (a *Agent) runSync(ctx context.Context, scope Scope) {
+	a.mu.Lock()
+	a.running, a.started = scope, time.Now()
+	syncer := a.syncer
+	a.mu.Unlock()
+	a.log.Info("sync started", "scope", scope)
+	rep, err := syncer.Sync(ctx, scope)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.running, a.report = "", &rep
+	if err != nil {
+		if ctx.Err() == nil {
+			a.lastErr = err
+			a.log.Error("sync failed", "scope", scope, "err", err)
+		}
+		return
+	}
+	a.lastErr = nil
+	a.completed = rep.Finished
+	a.log.Info("sync completed", "scope", scope, "applied", rep.Applied, "rejected", rep.Rejected, "took", rep.Finished.Sub(rep.Started).Round(time.Millisecond))
+	stamp := rep.Finished.UTC().Format(time.RFC3339Nano)
+	if err := a.db.SetMeta(context.WithoutCancel(ctx), metaLastCompleted, stamp); err != nil {
+		a.log.Error("record sync completion", "err", err)
+	}
+	if scope == ScopeFull {
+		if v, _ := a.db.Meta(ctx, metaInitialDone); v == "" {
+			if err := a.db.SetMeta(context.WithoutCancel(ctx), metaInitialDone, stamp); err != nil {
+				a.log.Error("record initial sync", "err", err)
+			}
+		}
+	}
+}
+
+// RequestSync queues a sync of scope; it runs after the current one.
+func (a *Agent) RequestSync(scope Scope) error {
+	if _, err := ParseScope(string(scope)); err != nil {
+		return err
+	}
+	select {
+	case a.requests <- scope:
+		return nil
+	default:
+		return fmt.Errorf("%w (%d waiting)", ErrSyncPending, len(a.requests))
+	}
+}

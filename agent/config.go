@@ -1,0 +1,113 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/fieldsync/fieldsync/events"
+)
+
+// Config is the device agent's configuration (YAML). Every key has a
+// default except device_id and org_units.
+type Config struct {
+	// DeviceID identifies the device on the broker: durable names, upload
+	// subjects and credentials derive from it.
+	DeviceID string `yaml:"device_id"`
+	// User is the person signed in on the device.
+	User string `yaml:"user"`
+	// OrgUnits are the units whose data the device carries.
+	OrgUnits []string `yaml:"org_units"`
+	// BrokerURL is the NATS URL of the server side (default nats://127.0.0.1:4222).
+	BrokerURL string `yaml:"broker_url"`
+	// DataDir holds the SQLite database (default ./fieldsync-agent).
+	DataDir string `yaml:"data_dir"`
+	// APIAddr is where the local API listens; it must be a loopback address
+	// (default 127.0.0.1:7480).
+	APIAddr string `yaml:"api_addr"`
+	// SyncInterval is the delta sync period, counted from the last
+	// completion (default 30m).
+	SyncInterval time.Duration `yaml:"sync_interval"`
+	// BatchSize is how many changes one local transaction applies (default 5,000).
+	BatchSize int `yaml:"batch_size"`
+	// DurableInactive is how long the broker keeps an unused device durable
+	// (default 7 days; a durable removed earlier is re-created from the
+	// local checkpoint anyway).
+	DurableInactive time.Duration `yaml:"durable_inactive"`
+	// StallTimeout fails a sync that gets nothing while changes are pending
+	// (default 30s).
+	StallTimeout time.Duration `yaml:"stall_timeout"`
+}
+
+// LoadConfig reads a YAML config file and applies defaults.
+func LoadConfig(path string) (Config, error) {
+	var c Config
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("agent: config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("agent: config %s: %w", path, err)
+	}
+	return c.WithDefaults(), c.WithDefaults().Validate()
+}
+
+// WithDefaults returns c with every unset key at its default.
+func (c Config) WithDefaults() Config {
+	if c.BrokerURL == "" {
+		c.BrokerURL = "nats://127.0.0.1:4222"
+	}
+	if c.DataDir == "" {
+		c.DataDir = "fieldsync-agent"
+	}
+	if c.APIAddr == "" {
+		c.APIAddr = "127.0.0.1:7480"
+	}
+	if c.SyncInterval == 0 {
+		c.SyncInterval = 30 * time.Minute
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 5000
+	}
+	if c.DurableInactive == 0 {
+		c.DurableInactive = 7 * 24 * time.Hour
+	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = 30 * time.Second
+	}
+	return c
+}
+
+// Validate reports the first invalid key.
+func (c Config) Validate() error {
+	if err := events.ValidToken(c.DeviceID); err != nil {
+		return fmt.Errorf("agent: config device_id: %w", err)
+	}
+	if len(c.OrgUnits) == 0 {
+		return errors.New("agent: config org_units: at least one org unit is required")
+	}
+	seen := map[string]bool{}
+	for _, u := range c.OrgUnits {
+		if err := events.ValidToken(u); err != nil {
+			return fmt.Errorf("agent: config org_units: %w", err)
+		}
+		if seen[u] {
+			return fmt.Errorf("agent: config org_units: %q listed twice", u)
+		}
+		seen[u] = true
+	}
+	if c.BatchSize < 1 || c.BatchSize > 100000 {
+		return fmt.Errorf("agent: config batch_size %d: want 1..100000", c.BatchSize)
+	}
+	return nil
+}
+
+// DBPath is the SQLite database file.
+func (c Config) DBPath() string { return filepath.Join(c.DataDir, "device.db") }

@@ -1,0 +1,107 @@
+package agent
+
+import (
+	"context"
+	"time"
+
+	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/store"
+)
+
+// Sync states reported in [Status.State].
+const (
+	StateNotStarted = "not_started"
+	StateInProgress = "in_progress"
+	StateUpToDate   = "up_to_date"
+	StateFailed     = "failed"
+)
+
+// Status is what the agent reports about itself (GET /v1/status).
+type Status struct {
+	DeviceID string   `json:"device_id"`
+	User     string   `json:"user,omitempty"`
+	OrgUnits []string `json:"org_units"`
+	State    string   `json:"state"`
+	// OnlineOnly is true until a full sync has completed: local data is not
+	// complete and the app must not work offline on it.
+	OnlineOnly        bool              `json:"online_only"`
+	Connected         bool              `json:"connected"`
+	Scope             Scope             `json:"scope,omitempty"`
+	LastSyncStarted   *time.Time        `json:"last_sync_started,omitempty"`
+	LastSyncCompleted *time.Time        `json:"last_sync_completed,omitempty"`
+	NextSync          *time.Time        `json:"next_sync,omitempty"`
+	LastError         string            `json:"last_error,omitempty"`
+	Progress          []ChannelProgress `json:"progress"`
+	Channels          []ChannelStatus   `json:"channels"`
+	SyncErrors        int               `json:"sync_errors"`
+	ProtocolVersion   int               `json:"protocol_version"`
+}
+
+// ChannelStatus is the local state of one channel.
+type ChannelStatus struct {
+	Channel events.Channel     `json:"channel"`
+	Records int                `json:"records"`
+	Units   []store.Checkpoint `json:"checkpoints"`
+}
+
+// Status returns the agent's current status.
+func (a *Agent) Status(ctx context.Context) (Status, error) {
+	st := a.runtimeStatus()
+	cps, err := a.db.Checkpoints(ctx)
+	if err != nil {
+		return st, err
+	}
+	for _, ch := range events.Channels {
+		cs := ChannelStatus{Channel: ch, Units: []store.Checkpoint{}}
+		if cs.Records, err = a.db.Count(ctx, store.Query{Channel: ch, Unit: store.AnyUnit}); err != nil {
+			return st, err
+		}
+		for _, cp := range cps {
+			if cp.Channel == ch {
+				cs.Units = append(cs.Units, cp)
+			}
+		}
+		st.Channels = append(st.Channels, cs)
+	}
+	if st.SyncErrors, err = a.db.CountSyncErrors(ctx); err != nil {
+		return st, err
+	}
+	initial, err := a.db.Meta(ctx, metaInitialDone)
+	st.OnlineOnly = initial == ""
+	return st, err
+}
+
+func (a *Agent) runtimeStatus() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := Status{DeviceID: a.cfg.DeviceID, User: a.cfg.User, OrgUnits: a.cfg.OrgUnits, ProtocolVersion: events.SchemaVersion,
+		Progress: []ChannelProgress{}, Scope: a.running}
+	st.Connected = a.client != nil && a.client.Connected()
+	switch {
+	case a.running != "":
+		st.State = StateInProgress
+	case a.lastErr != nil:
+		st.State, st.LastError = StateFailed, a.lastErr.Error()
+	case a.completed.IsZero():
+		st.State = StateNotStarted
+	default:
+		st.State = StateUpToDate
+	}
+	st.LastSyncStarted, st.LastSyncCompleted, st.NextSync = timePtr(a.started), timePtr(a.completed), timePtr(a.nextSync)
+	if a.syncer != nil {
+		st.Progress = a.syncer.Progress()
+	}
+	return st
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// Records returns the local records matching q.
+func (a *Agent) Records(ctx context.Context, q store.Query) ([]store.Record, error) {
+	return a.db.Records(ctx, q)
+}

@@ -1,0 +1,117 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/natsjs"
+	"github.com/fieldsync/fieldsync/store"
+)
+
+// Syncer downloads a device's org unit streams into its store. One Syncer
+// runs one sync at a time.
+type Syncer struct {
+	cfg      Config
+	client   *natsjs.Client
+	db       *store.DB
+	log      *slog.Logger
+	progress atomic.Pointer[progress]
+	// onBatch, if set, runs after each committed batch (tests use it to
+	// stop a sync at a chosen point).
+	onBatch func(unit string, ch events.Channel, applied int)
+}
+
+// NewSyncer returns a syncer for the device described by cfg.
+func NewSyncer(cfg Config, client *natsjs.Client, db *store.DB, log *slog.Logger) *Syncer {
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Syncer{cfg: cfg.WithDefaults(), client: client, db: db, log: log}
+	s.progress.Store(newProgress())
+	return s
+}
+
+// Report summarises one sync.
+type Report struct {
+	Scope    Scope             `json:"scope"`
+	Started  time.Time         `json:"started"`
+	Finished time.Time         `json:"finished"`
+	Applied  int               `json:"applied"`
+	Rejected int               `json:"rejected"`
+	Channels []ChannelProgress `json:"channels"`
+}
+
+// Sync runs one sync of scope: for each channel and unit, from the local
+// checkpoint until the broker has nothing more pending. A (unit, channel)
+// never read before starts with the latest version of each record.
+func (s *Syncer) Sync(ctx context.Context, scope Scope) (Report, error) {
+	s.progress.Store(newProgress())
+	r := Report{Scope: scope, Started: time.Now()}
+	for _, ch := range scope.Channels() {
+		if err := s.syncChannel(ctx, ch, &r); err != nil {
+			r.Finished, r.Channels = time.Now(), s.progress.Load().snapshot()
+			return r, err
+		}
+	}
+	r.Finished, r.Channels = time.Now(), s.progress.Load().snapshot()
+	return r, nil
+}
+
+// Progress returns the running (or last) sync's progress.
+func (s *Syncer) Progress() []ChannelProgress { return s.progress.Load().snapshot() }
+
+// units returns the units channel ch is read from; admin data also comes
+// from the tenant-wide stream ("").
+func (s *Syncer) units(ch events.Channel) []string {
+	if ch == events.ChannelAdmin {
+		return append([]string{""}, s.cfg.OrgUnits...)
+	}
+	return s.cfg.OrgUnits
+}
+
+func (s *Syncer) syncChannel(ctx context.Context, ch events.Channel, r *Report) (err error) {
+	bulk, err := s.bulkEligible(ctx, ch)
+	if err != nil {
+		return err
+	}
+	if bulk {
+		defer func() {
+			if bulk { // still in bulk mode: build the indexes whatever happened
+				err = errors.Join(err, s.db.EndBulk(context.WithoutCancel(ctx), ch))
+			}
+		}()
+	}
+	for _, unit := range s.units(ch) {
+		if err := s.syncUnit(ctx, unit, ch, &bulk, r); err != nil {
+			return fmt.Errorf("sync %s/%s: %w", unitName(unit), ch, err)
+		}
+	}
+	return nil
+}
+
+// bulkEligible: a channel whose table is empty and that no unit has read
+// yet is loaded in bulk mode (indexes built at the end).
+func (s *Syncer) bulkEligible(ctx context.Context, ch events.Channel) (bool, error) {
+	for _, unit := range s.units(ch) {
+		cp, err := s.db.Checkpoint(ctx, unit, ch)
+		if err != nil {
+			return false, err
+		}
+		if cp.LastSeq > 0 || cp.SnapshotDone {
+			return false, nil
+		}
+	}
+	return s.db.BeginBulk(ctx, ch)
+}
+
+func unitName(u string) string {
+	if u == "" {
+		return "tenant"
+	}
+	return u
+}

@@ -1,0 +1,142 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/internal/fstest"
+	"github.com/fieldsync/fieldsync/natsjs"
+	"github.com/fieldsync/fieldsync/projections"
+)
+
+func TestSyncer_Sync_SnapshotTransfersEachRecordOnce(t *testing.T) {
+	ctx := context.Background()
+	b := fstest.MustStartBroker(t, "north")
+	model := serverModel{}
+	const records, versions = 200, 12 // more versions than the stream keeps (16 is the default)
+	for v := 1; v <= versions; v++ {
+		for i := 0; i < records; i++ {
+			body := map[string]any{"v": v}
+			if v == versions && i%10 == 0 {
+				body = nil // the latest version of every tenth record is a delete
+			}
+			model.publish(t, b, fstest.Change(t, "north", events.ChannelEvents, "event", fmt.Sprintf("e%d", i), body))
+		}
+	}
+	db := mustOpenDB(t)
+	s := NewSyncer(testConfig("tab1", "north"), b.Client, db, nil)
+	rep, err := s.Sync(ctx, ScopeEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireSameState(t, db, model)
+	if len(rep.Channels) != 1 || rep.Channels[0].Received != records {
+		t.Fatalf("initial sync over %d records × %d versions transferred %+v, want exactly %d messages", records, versions, rep.Channels, records)
+	}
+}
+
+func TestSyncer_Sync_RecreatesDeletedDurable(t *testing.T) {
+	ctx := context.Background()
+	b := fstest.MustStartBroker(t, "north")
+	model := serverModel{}
+	for i := 0; i < 50; i++ {
+		model.publish(t, b, fstest.Change(t, "north", events.ChannelEvents, "event", fmt.Sprintf("e%d", i), map[string]any{"i": i}))
+	}
+	db := mustOpenDB(t)
+	s := NewSyncer(testConfig("tab1", "north"), b.Client, db, nil)
+	if _, err := s.Sync(ctx, ScopeEvents); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		model.publish(t, b, fstest.Change(t, "north", events.ChannelEvents, "action", fmt.Sprintf("a%d", i), map[string]any{"i": i}))
+	}
+	durable, _ := natsjs.DurableName("tab1", events.ChannelEvents)
+	if err := b.Client.DeleteDurable(ctx, "north", durable); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.Sync(ctx, ScopeEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireSameState(t, db, model)
+	if got := rep.Channels[0].Received; got != 20 {
+		t.Fatalf("after the durable was deleted the device fetched %d messages, want only the 20 after its checkpoint", got)
+	}
+}
+
+func TestSyncer_Sync_BadMessagesBecomeSyncErrors(t *testing.T) {
+	ctx := context.Background()
+	b := fstest.MustStartBroker(t, "north")
+	model := serverModel{}
+	pub := b.Client.Publisher()
+	good := func(i int) {
+		model.publish(t, b, fstest.Change(t, "north", events.ChannelEvents, "event", fmt.Sprintf("e%d", i), map[string]any{"i": i}))
+	}
+	future := fstest.Change(t, "north", events.ChannelEvents, "event", "future", map[string]any{"x": 1})
+	futureBytes := encodeWithVersion(t, future, events.SchemaVersion+1)
+	mismatch, _ := events.Encode(fstest.Change(t, "north", events.ChannelEvents, "event", "other", map[string]any{"x": 1}))
+	bad := []struct{ subject, code string; data []byte }{
+		{"fs.org.north.events.event.corrupt", "malformed", []byte{0xde, 0xad, 0xbe, 0xef}},
+		{"fs.org.north.events.event.future", "unknown_version", futureBytes},
+		{"fs.org.north.events.event.bad$id", "bad_subject", mismatch},
+		{"fs.org.north.events.spaceship.x", "bad_subject", mismatch},
+		{"fs.org.north.events.event.x.extra", "bad_subject", mismatch},
+		{"fs.org.north.events.event.notother", "subject_mismatch", mismatch},
+	}
+	for i, m := range bad {
+		good(i)
+		if _, err := pub.PublishRaw(ctx, m.subject, m.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good(100)
+	db := mustOpenDB(t)
+	s := NewSyncer(testConfig("tab1", "north"), b.Client, db, nil)
+	rep, err := s.Sync(ctx, ScopeEvents)
+	if err != nil {
+		t.Fatalf("bad messages must not fail the sync: %v", err)
+	}
+	requireSameState(t, db, model)
+	if rep.Rejected != len(bad) {
+		t.Fatalf("rejected %d, want %d", rep.Rejected, len(bad))
+	}
+	errs, err := db.SyncErrors(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, e := range errs {
+		got[e.Subject] = e.Code
+		if e.Message == "" || e.Seq == 0 {
+			t.Errorf("sync error without message or seq: %+v", e)
+		}
+	}
+	for _, m := range bad {
+		if got[m.subject] != m.code {
+			t.Errorf("%s: recorded code %q, want %q", m.subject, got[m.subject], m.code)
+		}
+	}
+	// A second sync neither re-records them nor fails.
+	if _, err := s.Sync(ctx, ScopeEvents); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := db.CountSyncErrors(ctx); n != len(bad) {
+		t.Fatalf("sync errors after a second sync: %d, want %d", n, len(bad))
+	}
+}
+
+// encodeWithVersion encodes e as if written by another schema version.
+func encodeWithVersion(tb testing.TB, e *events.Envelope, v int) []byte {
+	tb.Helper()
+	m := map[string]any{"id": e.EventID, "org": e.OrgUnit, "ch": string(e.Channel), "kind": e.Kind, "rid": e.RecordID,
+		"op": string(e.Op), "v": v, "ts": e.Timestamp.UnixNano(), "body": e.Body}
+	data := fstest.Body(tb, m)
+	if _, err := projections.FromMessage(projections.Message{Subject: "fs.org.north.events.event." + e.RecordID, Data: data}); !errors.Is(err, events.ErrUnknownVersion) {
+		tb.Fatalf("test envelope should have an unknown version, got %v", err)
+	}
+	return data
+}
+

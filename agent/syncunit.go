@@ -1,0 +1,115 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/natsjs"
+	"github.com/fieldsync/fieldsync/projections"
+	"github.com/fieldsync/fieldsync/store"
+)
+
+// fetched is one folded batch on its way from the broker to the store.
+type fetched struct {
+	batch    projections.Batch
+	received int
+	pending  uint64
+	caughtUp bool
+	bulk     bool // part of the initial snapshot of a bulk-mode table
+}
+
+// syncUnit reads one (unit, channel) until caught up. Reading and decoding
+// run in one goroutine, applying in another, so the network and SQLite
+// overlap; at most a few batches are in flight, which bounds memory.
+func (s *Syncer) syncUnit(ctx context.Context, unit string, ch events.Channel, bulk *bool, r *Report) error {
+	cp, err := s.db.Checkpoint(ctx, unit, ch)
+	if err != nil {
+		return err
+	}
+	durable, err := natsjs.DurableName(s.cfg.DeviceID, ch)
+	if err != nil {
+		return err
+	}
+	cur, err := s.client.OpenCursor(ctx, natsjs.CursorSpec{Unit: unit, Channel: ch, Durable: durable,
+		After: cp.LastSeq, Snapshot: !cp.SnapshotDone, InactiveThreshold: s.cfg.DurableInactive, StallTimeout: s.cfg.StallTimeout})
+	if err != nil {
+		return err
+	}
+	defer cur.Close()
+	s.progress.Load().start(unit, ch, cur.Pending())
+	s.log.Debug("sync unit", "unit", unitName(unit), "channel", ch, "after", cp.LastSeq, "pending", cur.Pending(), "recreated", cur.Recreated, "bulk", *bulk)
+	snapshotLeft := uint64(0)
+	if *bulk {
+		snapshotLeft = cur.Pending()
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	batches := make(chan fetched, 2)
+	g.Go(func() error {
+		defer close(batches)
+		return s.fetch(gctx, cur, snapshotLeft, batches)
+	})
+	g.Go(func() error { return s.applyAll(gctx, unit, ch, !cp.SnapshotDone, bulk, batches, r) })
+	return g.Wait()
+}
+
+func (s *Syncer) fetch(ctx context.Context, cur *natsjs.Cursor, snapshotLeft uint64, out chan<- fetched) error {
+	msgs := make([]projections.Message, 0, s.cfg.BatchSize)
+	for {
+		max := s.cfg.BatchSize
+		inSnapshot := snapshotLeft > 0
+		if inSnapshot {
+			max = int(min(uint64(max), snapshotLeft))
+		}
+		ds, err := cur.Next(ctx, max)
+		if err != nil {
+			return err
+		}
+		msgs = msgs[:0]
+		f := fetched{received: len(ds), caughtUp: cur.CaughtUp(), bulk: inSnapshot}
+		for _, d := range ds {
+			msgs = append(msgs, projections.Message{Subject: d.Subject, Seq: d.StreamSeq, Data: d.Data})
+			f.pending = d.Pending
+		}
+		snapshotLeft -= min(snapshotLeft, uint64(len(ds)))
+		f.batch = projections.Fold(msgs)
+		select {
+		case out <- f:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if f.caughtUp {
+			return nil
+		}
+	}
+}
+
+func (s *Syncer) applyAll(ctx context.Context, unit string, ch events.Channel, snapshot bool, bulk *bool, in <-chan fetched, r *Report) error {
+	for f := range in {
+		if *bulk && !f.bulk && f.received > 0 {
+			// Past the snapshot: changes may now repeat a record, so the
+			// unique index must exist before they are applied.
+			if err := s.db.EndBulk(ctx, ch); err != nil {
+				return err
+			}
+			*bulk = false
+		}
+		b := store.Batch{Unit: unit, Channel: ch, Batch: f.batch, Bulk: f.bulk && *bulk, SnapshotDone: snapshot && f.caughtUp}
+		n, err := s.db.Apply(ctx, b)
+		if err != nil {
+			return fmt.Errorf("apply: %w", err)
+		}
+		r.Applied += n
+		r.Rejected += len(f.batch.Rejects)
+		for _, rj := range f.batch.Rejects {
+			s.log.Warn("sync error recorded", "unit", unitName(unit), "channel", ch, "seq", rj.Seq, "subject", rj.Subject, "code", rj.Code, "err", rj.Err)
+		}
+		s.progress.Load().add(unit, ch, f.received, f.pending, f.caughtUp)
+		if s.onBatch != nil {
+			s.onBatch(unit, ch, n)
+		}
+	}
+	return nil
+}

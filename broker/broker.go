@@ -1,0 +1,127 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fieldsync/fieldsync/natsjs"
+	"github.com/fieldsync/fieldsync/natsserver"
+	"github.com/fieldsync/fieldsync/publish"
+)
+
+// Broker is a running server side. Start it with [Open], stop it with
+// [Broker.Close].
+type Broker struct {
+	cfg    Config
+	log    *slog.Logger
+	srv    *natsserver.Server
+	nc     *nats.Conn
+	client *natsjs.Client
+	sub    *nats.Subscription
+	http   *http.Server
+	ln     net.Listener
+	done   chan error
+}
+
+// Open starts the embedded server, provisions the streams and starts the
+// publish API and the HTTP endpoints.
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Broker, err error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	b := &Broker{cfg: cfg, log: log, done: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			b.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	b.srv, err = natsserver.Start(ctx, natsserver.Config{Name: "fieldsync", Host: cfg.NATS.Host, Port: cfg.NATS.Port,
+		StoreDir: cfg.JetStreamDir(), SyncInterval: cfg.NATS.SyncInterval, MaxPayload: cfg.NATS.MaxPayload, Logging: cfg.NATS.Logging})
+	if err != nil {
+		return nil, err
+	}
+	if b.nc, err = b.srv.Connect("fieldsync-broker"); err != nil {
+		return nil, err
+	}
+	if b.client, err = natsjs.NewClient(b.nc); err != nil {
+		return nil, err
+	}
+	if err = b.client.Provision(ctx, cfg.OrgUnits, cfg.Streams); err != nil {
+		return nil, err
+	}
+	svc := publish.NewService(b.client.Publisher(), log)
+	if b.sub, err = svc.Serve(b.nc); err != nil {
+		return nil, fmt.Errorf("broker: publish API: %w", err)
+	}
+	if err = b.serveHTTP(svc); err != nil {
+		return nil, err
+	}
+	log.Info("broker ready", "nats", b.ClientURL(), "http", b.HTTPURL(), "org_units", cfg.OrgUnits, "data_dir", cfg.DataDir)
+	return b, nil
+}
+
+func (b *Broker) serveHTTP(svc *publish.Service) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", b.healthz)
+	mux.Handle("POST /v1/publish", svc)
+	ln, err := net.Listen("tcp", b.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("broker: http listen %s: %w", b.cfg.HTTPAddr, err)
+	}
+	b.ln = ln
+	b.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { b.done <- b.http.Serve(ln) }()
+	return nil
+}
+
+func (b *Broker) healthz(w http.ResponseWriter, r *http.Request) {
+	status, code := "ok", http.StatusOK
+	if !b.srv.Ready() || !b.nc.IsConnected() {
+		status, code = "unavailable", http.StatusServiceUnavailable
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(map[string]any{"status": status, "org_units": b.cfg.OrgUnits})
+}
+
+// ClientURL is the NATS URL devices connect to.
+func (b *Broker) ClientURL() string { return b.srv.ClientURL() }
+
+// HTTPURL is the base URL of the HTTP endpoints.
+func (b *Broker) HTTPURL() string { return "http://" + b.ln.Addr().String() }
+
+// Client is the broker's own in-process JetStream client.
+func (b *Broker) Client() *natsjs.Client { return b.client }
+
+// Close stops the HTTP server, the publish API and the embedded server.
+func (b *Broker) Close(ctx context.Context) error {
+	var errs []error
+	if b.http != nil {
+		errs = append(errs, b.http.Shutdown(ctx))
+		if err := <-b.done; !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if b.sub != nil {
+		errs = append(errs, b.sub.Drain())
+	}
+	if b.nc != nil {
+		b.nc.Close()
+	}
+	if b.srv != nil {
+		errs = append(errs, b.srv.Close(ctx))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fieldsync/fieldsync/agent"
+	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/localapi"
+	"github.com/fieldsync/fieldsync/store"
+)
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newStatusCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the agent's sync status",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := localapi.NewClient(g.api).Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), st)
+			}
+			printStatus(cmd.OutOrStdout(), st)
+			return nil
+		},
+	}
+}
+
+func printStatus(w io.Writer, st agent.Status) {
+	fmt.Fprintf(w, "device      %s (org units %s)\n", st.DeviceID, strings.Join(st.OrgUnits, ", "))
+	state := st.State
+	if st.OnlineOnly {
+		state += " — online only (no full sync completed yet)"
+	}
+	fmt.Fprintf(w, "state       %s\n", state)
+	fmt.Fprintf(w, "broker      %s\n", map[bool]string{true: "connected", false: "not connected"}[st.Connected])
+	fmt.Fprintf(w, "last sync   %s\n", fmtTime(st.LastSyncCompleted))
+	fmt.Fprintf(w, "next sync   %s\n", fmtTime(st.NextSync))
+	fmt.Fprintf(w, "sync errors %d\n", st.SyncErrors)
+	if st.LastError != "" {
+		fmt.Fprintf(w, "last error  %s\n", st.LastError)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nCHANNEL\tRECORDS\tCHECKPOINTS")
+	for _, c := range st.Channels {
+		var cps []string
+		for _, cp := range c.Units {
+			cps = append(cps, fmt.Sprintf("%s:%d", unitLabel(cp.Unit), cp.LastSeq))
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\n", c.Channel, c.Records, strings.Join(cps, " "))
+	}
+	tw.Flush()
+}
+
+func unitLabel(u string) string {
+	if u == "" {
+		return "tenant"
+	}
+	return u
+}
+
+func fmtTime(t *time.Time) string {
+	if t == nil {
+		return "never"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+func newSyncCmd(g *globals) *cobra.Command {
+	var scope string
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "sync [--scope full|events|admin|documents] [--wait]",
+		Short: "Start a sync (upload then download) of a scope",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			sc, err := agent.ParseScope(scope)
+			if err != nil {
+				return err
+			}
+			c := localapi.NewClient(g.api)
+			before, err := c.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if err := c.Sync(cmd.Context(), sc); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "sync %s queued\n", sc)
+			if !wait {
+				return nil
+			}
+			return waitSync(cmd, c, before)
+		},
+	}
+	cmd.Flags().StringVar(&scope, "scope", "full", "full, events, admin or documents")
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the sync to finish, printing progress")
+	return cmd
+}
+
+// waitSync polls the status until a sync newer than before has completed
+// or failed, printing a line per (unit, channel) whose progress changed.
+func waitSync(cmd *cobra.Command, c *localapi.Client, before agent.Status) error {
+	w := cmd.OutOrStdout()
+	printed := map[string]string{}
+	started := false
+	for {
+		select {
+		case <-cmd.Context().Done():
+			return cmd.Context().Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+		st, err := c.Status(cmd.Context())
+		if err != nil {
+			return err
+		}
+		started = started || st.State == agent.StateInProgress || newer(st.LastSyncStarted, before.LastSyncStarted)
+		for _, p := range st.Progress {
+			k, line := unitLabel(p.Unit)+"/"+string(p.Channel), fmt.Sprintf("%d/%d", p.Received, p.Expected)
+			if started && printed[k] != line {
+				printed[k] = line
+				fmt.Fprintf(w, "progress %s %s %s\n", unitLabel(p.Unit), p.Channel, line)
+			}
+		}
+		if !started || st.State == agent.StateInProgress {
+			continue
+		}
+		if st.State == agent.StateFailed {
+			return fmt.Errorf("sync failed: %s", st.LastError)
+		}
+		fmt.Fprintf(w, "sync completed at %s, %d sync errors\n", fmtTime(st.LastSyncCompleted), st.SyncErrors)
+		return nil
+	}
+}
+
+func newer(a, b *time.Time) bool { return a != nil && (b == nil || a.After(*b)) }
+
+func newRecordsCmd(g *globals) *cobra.Command {
+	var channel, kind, unit string
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "records --channel events|admin|documents [--kind K] [--org U]",
+		Short: "List local records of a channel",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ch, err := events.ParseChannel(channel)
+			if err != nil {
+				return err
+			}
+			q := store.Query{Channel: ch, Kind: kind, Unit: store.AnyUnit, Limit: limit}
+			if cmd.Flags().Changed("org") {
+				q.Unit = unit
+			}
+			recs, err := localapi.NewClient(g.api).Records(cmd.Context(), q)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), recs)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ORG UNIT\tKIND\tID\tVERSION\tUPDATED\tTITLE")
+			for _, r := range recs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%v\n", unitLabel(r.OrgUnit), r.Kind, r.RecordID, r.Version, r.UpdatedAt.Local().Format("2006-01-02 15:04"), r.Body["title"])
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&channel, "channel", "", "events, admin or documents (required)")
+	cmd.Flags().StringVar(&kind, "kind", "", "record kind")
+	cmd.Flags().StringVar(&unit, "org", "", "org unit (empty string: tenant-wide data)")
+	cmd.Flags().IntVar(&limit, "limit", 100, "at most this many records")
+	cmd.MarkFlagRequired("channel")
+	return cmd
+}

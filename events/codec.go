@@ -1,0 +1,225 @@
+package events
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// MaxMessageSize is the largest encoded envelope [Decode] accepts.
+const MaxMessageSize = MaxBodySize + 4<<10
+
+// Wire keys of the envelope map. Short keys keep every message small; unknown
+// keys are skipped when decoding so newer writers can add optional fields.
+const (
+	keyID       = "id"
+	keyOrg      = "org"
+	keyChannel  = "ch"
+	keyKind     = "kind"
+	keyRecord   = "rid"
+	keyOp       = "op"
+	keyBody     = "body"
+	keyVersion  = "v"
+	keyDevice   = "dev"
+	keyMutation = "mut"
+	keyTime     = "ts"
+)
+
+var encPool = sync.Pool{New: func() any {
+	buf := new(bytes.Buffer)
+	return &encoder{buf: buf, enc: msgpack.NewEncoder(buf)}
+}}
+
+type encoder struct {
+	buf *bytes.Buffer
+	enc *msgpack.Encoder
+}
+
+// Encode validates e and returns its msgpack encoding.
+func Encode(e *Envelope) ([]byte, error) {
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	x := encPool.Get().(*encoder)
+	defer encPool.Put(x)
+	x.buf.Reset()
+	if err := writeEnvelope(x.enc, e); err != nil {
+		return nil, fmt.Errorf("events: encode: %w", err)
+	}
+	return bytes.Clone(x.buf.Bytes()), nil
+}
+
+func writeEnvelope(w *msgpack.Encoder, e *Envelope) error {
+	n := 7 // id, ch, kind, rid, op, v, ts
+	if len(e.Body) > 0 {
+		n++
+	}
+	if e.OrgUnit != "" {
+		n++
+	}
+	if e.Origin.DeviceID != "" {
+		n += 2
+	}
+	if err := w.EncodeMapLen(n); err != nil {
+		return err
+	}
+	kv := func(k, v string) error {
+		if err := w.EncodeString(k); err != nil {
+			return err
+		}
+		return w.EncodeString(v)
+	}
+	errs := []error{
+		kv(keyID, e.EventID), kv(keyChannel, string(e.Channel)), kv(keyKind, e.Kind),
+		kv(keyRecord, e.RecordID), kv(keyOp, string(e.Op)),
+		w.EncodeString(keyVersion), w.EncodeInt(int64(e.SchemaVersion)),
+		w.EncodeString(keyTime), w.EncodeInt(e.Timestamp.UnixNano()),
+	}
+	if e.OrgUnit != "" {
+		errs = append(errs, kv(keyOrg, e.OrgUnit))
+	}
+	if e.Origin.DeviceID != "" {
+		errs = append(errs, kv(keyDevice, e.Origin.DeviceID), kv(keyMutation, e.Origin.MutationID))
+	}
+	if len(e.Body) > 0 {
+		errs = append(errs, w.EncodeString(keyBody), w.Encode(msgpack.RawMessage(e.Body)))
+	}
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type decoder struct {
+	r   *bytes.Reader
+	dec *msgpack.Decoder
+}
+
+var decPool = sync.Pool{New: func() any {
+	r := bytes.NewReader(nil)
+	return &decoder{r: r, dec: msgpack.NewDecoder(r)}
+}}
+
+// Decode parses and validates one encoded envelope. It never panics: bad
+// bytes give an error wrapping [ErrMalformed] or [ErrTooLarge], a newer
+// schema [ErrUnknownVersion], absent or bad fields [ErrMissingField],
+// [ErrInvalidField] or [ErrUnknownKind].
+func Decode(b []byte) (*Envelope, error) {
+	e := new(Envelope)
+	if err := DecodeInto(b, e); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// DecodeInto is [Decode] into a caller-owned envelope, for hot loops.
+func DecodeInto(b []byte, e *Envelope) (err error) {
+	if len(b) > MaxMessageSize {
+		return fmt.Errorf("%w: message is %d bytes, limit %d", ErrTooLarge, len(b), MaxMessageSize)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: decoder panic: %v", ErrMalformed, r)
+		}
+	}()
+	x := decPool.Get().(*decoder)
+	defer decPool.Put(x)
+	x.r.Reset(b)
+	x.dec.Reset(x.r)
+	*e = Envelope{}
+	if err := readEnvelope(x.dec, e); err != nil {
+		return err
+	}
+	if x.r.Len() != 0 {
+		return fmt.Errorf("%w: %d trailing bytes", ErrMalformed, x.r.Len())
+	}
+	return e.Validate()
+}
+
+func readEnvelope(d *msgpack.Decoder, e *Envelope) error {
+	n, err := d.DecodeMapLen()
+	if err != nil || n < 0 {
+		return fmt.Errorf("%w: not a msgpack map: %v", ErrMalformed, err)
+	}
+	if n > 64 {
+		return fmt.Errorf("%w: map of %d keys", ErrMalformed, n)
+	}
+	for i := 0; i < n; i++ {
+		key, err := d.DecodeString()
+		if err != nil {
+			return malformed("key", err)
+		}
+		if err := readField(d, e, key); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readField(d *msgpack.Decoder, e *Envelope, key string) error {
+	str := func(dst *string) error {
+		s, err := d.DecodeString()
+		if err != nil {
+			return malformed(key, err)
+		}
+		*dst = s
+		return nil
+	}
+	switch key {
+	case keyID:
+		return str(&e.EventID)
+	case keyOrg:
+		return str(&e.OrgUnit)
+	case keyChannel:
+		return str((*string)(&e.Channel))
+	case keyKind:
+		return str(&e.Kind)
+	case keyRecord:
+		return str(&e.RecordID)
+	case keyOp:
+		return str((*string)(&e.Op))
+	case keyDevice:
+		return str(&e.Origin.DeviceID)
+	case keyMutation:
+		return str(&e.Origin.MutationID)
+	case keyVersion:
+		v, err := d.DecodeInt64()
+		if err != nil {
+			return malformed(key, err)
+		}
+		if v < 0 || v > 1<<20 {
+			return fieldErr("v", ErrUnknownVersion, fmt.Sprintf("schema version %d", v))
+		}
+		e.SchemaVersion = int(v)
+	case keyTime:
+		ns, err := d.DecodeInt64()
+		if err != nil {
+			return malformed(key, err)
+		}
+		e.Timestamp = time.Unix(0, ns).UTC()
+	case keyBody:
+		raw, err := d.DecodeRaw()
+		if err != nil {
+			return malformed(key, err)
+		}
+		e.Body = raw
+	default:
+		if err := d.Skip(); err != nil {
+			return malformed(key, err)
+		}
+	}
+	return nil
+}
+
+func malformed(field string, err error) error {
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return fieldErr(field, ErrMalformed, "truncated")
+	}
+	return fieldErr(field, ErrMalformed, err.Error())
+}

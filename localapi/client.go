@@ -1,0 +1,98 @@
+package localapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/fieldsync/fieldsync/agent"
+	"github.com/fieldsync/fieldsync/store"
+)
+
+// Client calls a running agent's local API.
+type Client struct {
+	BaseURL string // e.g. http://127.0.0.1:7480
+	HTTP    *http.Client
+}
+
+// NewClient returns a client for the API at addr (host:port or URL).
+func NewClient(addr string) *Client {
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	return &Client{BaseURL: strings.TrimRight(addr, "/"), HTTP: http.DefaultClient}
+}
+
+// APIError is an error response of the API.
+type APIError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *APIError) Error() string { return fmt.Sprintf("agent API: %s (%d): %s", e.Code, e.Status, e.Message) }
+
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, rd)
+	if err != nil {
+		return err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("agent API not reachable at %s: %w", c.BaseURL, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var eb ErrorBody
+		json.NewDecoder(resp.Body).Decode(&eb)
+		return &APIError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// Status returns the agent's status.
+func (c *Client) Status(ctx context.Context) (agent.Status, error) {
+	var st agent.Status
+	return st, c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
+}
+
+// Records returns local records matching q.
+func (c *Client) Records(ctx context.Context, q store.Query) ([]store.Record, error) {
+	v := url.Values{"channel": {string(q.Channel)}}
+	if q.Kind != "" {
+		v.Set("kind", q.Kind)
+	}
+	if q.Unit != store.AnyUnit {
+		v.Set("org_unit", q.Unit)
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	if q.Offset > 0 {
+		v.Set("offset", strconv.Itoa(q.Offset))
+	}
+	var out struct {
+		Records []store.Record `json:"records"`
+	}
+	return out.Records, c.do(ctx, http.MethodGet, "/v1/records?"+v.Encode(), nil, &out)
+}
+
+// Sync queues a sync of scope.
+func (c *Client) Sync(ctx context.Context, scope agent.Scope) error {
+	var out map[string]any
+	return c.do(ctx, http.MethodPost, "/v1/sync", SyncRequest{Scope: string(scope)}, &out)
+}

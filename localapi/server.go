@@ -1,0 +1,187 @@
+package localapi
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/fieldsync/fieldsync/agent"
+	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/store"
+)
+
+// Backend is what the API serves; *agent.Agent implements it.
+type Backend interface {
+	Status(ctx context.Context) (agent.Status, error)
+	Records(ctx context.Context, q store.Query) ([]store.Record, error)
+	RequestSync(scope agent.Scope) error
+}
+
+// ErrNotLoopback: the API refuses to listen on a non-loopback address.
+var ErrNotLoopback = errors.New("localapi: address is not loopback")
+
+//go:embed page.html
+var page []byte
+
+// Handler returns the API's routes.
+func Handler(b Backend, log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.Default()
+	}
+	h := &handler{b: b, log: log}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write(page)
+	})
+	mux.HandleFunc("GET /v1/status", h.status)
+	mux.HandleFunc("GET /v1/records", h.records)
+	mux.HandleFunc("POST /v1/sync", h.sync)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no route "+r.Method+" "+r.URL.Path)
+	})
+	return mux
+}
+
+type handler struct {
+	b   Backend
+	log *slog.Logger
+}
+
+func (h *handler) status(w http.ResponseWriter, r *http.Request) {
+	st, err := h.b.Status(r.Context())
+	if err != nil {
+		h.internal(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (h *handler) records(w http.ResponseWriter, r *http.Request) {
+	q, err := parseQuery(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	recs, err := h.b.Records(r.Context(), q)
+	if errors.Is(err, store.ErrBadQuery) {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	if err != nil {
+		h.internal(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"records": recs, "count": len(recs)})
+}
+
+func parseQuery(r *http.Request) (store.Query, error) {
+	v := r.URL.Query()
+	ch, err := events.ParseChannel(v.Get("channel"))
+	if err != nil {
+		return store.Query{}, err
+	}
+	q := store.Query{Channel: ch, Kind: v.Get("kind"), Unit: store.AnyUnit}
+	if v.Has("org_unit") {
+		q.Unit = v.Get("org_unit")
+	}
+	for name, dst := range map[string]*int{"limit": &q.Limit, "offset": &q.Offset} {
+		if s := v.Get(name); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 0 {
+				return q, fmt.Errorf("%s: want a non-negative integer, got %q", name, s)
+			}
+			*dst = n
+		}
+	}
+	return q, nil
+}
+
+// SyncRequest is the body of POST /v1/sync.
+type SyncRequest struct {
+	Scope string `json:"scope"`
+}
+
+func (h *handler) sync(w http.ResponseWriter, r *http.Request) {
+	var req SyncRequest
+	if r.ContentLength != 0 {
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
+			writeError(w, http.StatusBadRequest, "bad_request", "body: "+err.Error())
+			return
+		}
+	}
+	scope, err := agent.ParseScope(req.Scope)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	if err := h.b.RequestSync(scope); err != nil {
+		writeError(w, http.StatusConflict, "sync_pending", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"queued": true, "scope": scope, "at": time.Now().UTC()})
+}
+
+func (h *handler) internal(w http.ResponseWriter, err error) {
+	h.log.Error("local api", "err", err)
+	writeError(w, http.StatusInternalServerError, "internal", err.Error())
+}
+
+// ErrorBody is the shape of every error response.
+type ErrorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	var b ErrorBody
+	b.Error.Code, b.Error.Message = code, msg
+	writeJSON(w, status, b)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// Serve listens on addr, which must be a loopback address, and serves h
+// until ctx is cancelled. ready, if not nil, receives the bound address.
+func Serve(ctx context.Context, addr string, h http.Handler, ready func(net.Addr)) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("localapi: %w", err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("%w: %s", ErrNotLoopback, addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("localapi: listen: %w", err)
+	}
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+		<-errc
+		return nil
+	}
+}

@@ -1,0 +1,229 @@
+package natsjs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fieldsync/fieldsync/events"
+)
+
+// CursorSpec says which changes a device reads and from where.
+type CursorSpec struct {
+	// Unit and Channel select the stream and subject filter; an empty Unit is
+	// the tenant-wide admin data.
+	Unit    string
+	Channel events.Channel
+	// Durable is the consumer name, unique per (device, unit, channel); see
+	// [DurableName].
+	Durable string
+	// After is the device's checkpoint: the last stream sequence it applied.
+	// The local checkpoint is the truth; a durable whose position differs is
+	// re-created from it.
+	After uint64
+	// Snapshot asks for the latest version of each record only (initial
+	// sync). Messages at or below After are skipped, so a snapshot
+	// interrupted and re-created never applies anything twice.
+	Snapshot bool
+	// InactiveThreshold: the broker deletes the durable after this long
+	// without a device pulling from it. Default 7 days.
+	InactiveThreshold time.Duration
+	// StallTimeout fails a read that makes no progress while changes are
+	// pending. Default 30 s.
+	StallTimeout time.Duration
+	// Buffer is how many messages the client keeps prefetched. Default 2,000.
+	Buffer int
+}
+
+// DurableName returns the durable consumer name for a device's channel.
+// The unit is implied by the stream the consumer lives in.
+func DurableName(device string, ch events.Channel) (string, error) {
+	if err := events.ValidToken(device); err != nil {
+		return "", err
+	}
+	if !ch.Valid() {
+		return "", fmt.Errorf("natsjs: unknown channel %q", ch)
+	}
+	return "fsdev_" + device + "_" + string(ch), nil
+}
+
+// Delivery is one message read from a unit stream.
+type Delivery struct {
+	Subject   string
+	Data      []byte
+	StreamSeq uint64
+	// Pending is how many matching messages remained after this one when it
+	// was delivered.
+	Pending uint64
+}
+
+// Cursor reads one (unit, channel) of a device through its durable.
+type Cursor struct {
+	spec     CursorSpec
+	cons     jetstream.Consumer
+	it       jetstream.MessagesContext
+	pending  uint64
+	caughtUp bool
+	// Recreated reports whether the durable was (re)created for this cursor
+	// rather than resumed.
+	Recreated bool
+}
+
+// openCursor binds to the durable of spec, re-creating it from spec.After
+// when it is missing or its position differs from the device's checkpoint.
+func openCursor(ctx context.Context, js jetstream.JetStream, spec CursorSpec) (*Cursor, error) {
+	spec = spec.withDefaults()
+	stream, err := events.OrgStream(spec.Unit)
+	if err != nil {
+		return nil, err
+	}
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, unitErr(spec.Unit, err)
+	}
+	c := &Cursor{spec: spec}
+	c.cons, c.Recreated, err = bindDurable(ctx, s, spec)
+	if err != nil {
+		return nil, err
+	}
+	info := c.cons.CachedInfo()
+	c.pending = info.NumPending
+	c.caughtUp = info.NumPending == 0
+	c.it, err = c.cons.Messages(jetstream.PullMaxMessages(spec.Buffer))
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: read %s: %w", spec.Durable, err)
+	}
+	return c, nil
+}
+
+func (s CursorSpec) withDefaults() CursorSpec {
+	if s.InactiveThreshold == 0 {
+		s.InactiveThreshold = 7 * 24 * time.Hour
+	}
+	if s.StallTimeout == 0 {
+		s.StallTimeout = 30 * time.Second
+	}
+	if s.Buffer == 0 {
+		s.Buffer = 2000
+	}
+	return s
+}
+
+func bindDurable(ctx context.Context, s jetstream.Stream, spec CursorSpec) (jetstream.Consumer, bool, error) {
+	filter, err := events.ChannelFilter(spec.Unit, spec.Channel)
+	if err != nil {
+		return nil, false, err
+	}
+	cons, err := s.Consumer(ctx, spec.Durable)
+	if err == nil {
+		info := cons.CachedInfo()
+		if info.Config.FilterSubject == filter && info.Delivered.Stream == spec.After && info.NumAckPending == 0 {
+			return cons, false, nil
+		}
+		if err := s.DeleteConsumer(ctx, spec.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil, false, fmt.Errorf("natsjs: replace durable %s: %w", spec.Durable, err)
+		}
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, false, fmt.Errorf("natsjs: durable %s: %w", spec.Durable, err)
+	}
+	cfg := jetstream.ConsumerConfig{
+		Durable:           spec.Durable,
+		FilterSubject:     filter,
+		AckPolicy:         jetstream.AckNonePolicy,
+		InactiveThreshold: spec.InactiveThreshold,
+		ReplayPolicy:      jetstream.ReplayInstantPolicy,
+	}
+	if spec.Snapshot {
+		cfg.DeliverPolicy = jetstream.DeliverLastPerSubjectPolicy
+	} else if spec.After > 0 {
+		if err := checkFirstSeq(ctx, s, spec.After); err != nil {
+			return nil, false, err
+		}
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = spec.After + 1
+	}
+	cons, err = s.CreateOrUpdateConsumer(ctx, cfg)
+	if err != nil {
+		return nil, false, fmt.Errorf("natsjs: create durable %s: %w", spec.Durable, err)
+	}
+	return cons, true, nil
+}
+
+func checkFirstSeq(ctx context.Context, s jetstream.Stream, after uint64) error {
+	info, err := s.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("natsjs: stream info: %w", err)
+	}
+	if st := info.State; st.Msgs > 0 && after+1 < st.FirstSeq {
+		return fmt.Errorf("%w: checkpoint %d, stream starts at %d", ErrCheckpointTooOld, after, st.FirstSeq)
+	}
+	return nil
+}
+
+// Pending is the number of changes the broker had for this cursor when it
+// was opened.
+func (c *Cursor) Pending() uint64 { return c.pending }
+
+// CaughtUp reports whether the cursor has delivered everything that was
+// pending (the last delivery said nothing remained).
+func (c *Cursor) CaughtUp() bool { return c.caughtUp }
+
+// Next returns up to max deliveries: it waits for the first one (up to the
+// stall timeout) and then takes whatever else is already buffered. It
+// returns an empty batch once the cursor is caught up.
+func (c *Cursor) Next(ctx context.Context, max int) ([]Delivery, error) {
+	var out []Delivery
+	for len(out) < max && !c.caughtUp {
+		msg, err := c.next(ctx, len(out) == 0)
+		if err != nil {
+			if len(out) > 0 && errors.Is(err, nats.ErrTimeout) {
+				return out, nil
+			}
+			return out, err
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return out, fmt.Errorf("natsjs: message metadata: %w", err)
+		}
+		c.caughtUp = md.NumPending == 0
+		if md.Sequence.Stream <= c.spec.After {
+			continue // already applied before the durable was re-created
+		}
+		out = append(out, Delivery{Subject: msg.Subject(), Data: msg.Data(), StreamSeq: md.Sequence.Stream, Pending: md.NumPending})
+	}
+	return out, nil
+}
+
+// next waits for one message: up to the stall timeout for the first of a
+// batch, a millisecond for the rest (they are normally buffered already).
+func (c *Cursor) next(ctx context.Context, first bool) (jetstream.Msg, error) {
+	if !first {
+		return c.it.Next(jetstream.NextMaxWait(time.Millisecond))
+	}
+	wctx, cancel := context.WithTimeout(ctx, c.spec.StallTimeout)
+	defer cancel()
+	msg, err := c.it.Next(jetstream.NextContext(wctx))
+	switch {
+	case err == nil:
+		return msg, nil
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, jetstream.ErrNoHeartbeat):
+		return nil, fmt.Errorf("%w: %s: nothing for %s with %d pending", ErrStalled, c.spec.Durable, c.spec.StallTimeout, c.pending)
+	default:
+		return nil, fmt.Errorf("natsjs: read %s: %w", c.spec.Durable, err)
+	}
+}
+
+// Close stops reading. Prefetched but unreturned messages are dropped; the
+// durable's position then differs from the checkpoint and the next
+// [Client.OpenCursor] re-creates it from there.
+func (c *Cursor) Close() {
+	if c.it != nil {
+		c.it.Stop()
+	}
+}

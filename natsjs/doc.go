@@ -1,0 +1,8 @@
+// Package natsjs is the one package that talks to JetStream. It provisions
+// fieldsync's streams ([Client.Provision]), appends server-side changes with
+// per-record optimistic concurrency ([Publisher]) and reads a unit's
+// changes for a device through durable pull consumers ([Client.OpenCursor]).
+//
+// Everything above it deals in [events.Envelope] values and stream
+// sequences; nothing above it imports the jetstream package.
+package natsjs

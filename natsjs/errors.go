@@ -1,0 +1,34 @@
+package natsjs
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrVersionConflict: the record's current version is not the one the
+	// writer based its change on. Use [errors.As] with *[ConflictError] for the
+	// current version.
+	ErrVersionConflict = errors.New("natsjs: record version conflict")
+	// ErrCheckpointTooOld: the stream no longer holds every change after the
+	// device's checkpoint; the device must do a full resync.
+	ErrCheckpointTooOld = errors.New("natsjs: checkpoint older than the stream's first message")
+	// ErrStalled: changes were pending but none arrived within the stall timeout.
+	ErrStalled = errors.New("natsjs: no progress while changes are pending")
+	// ErrUnknownUnit: the org unit has no stream on the broker.
+	ErrUnknownUnit = errors.New("natsjs: org unit has no stream")
+)
+
+// ConflictError carries the record's current version (stream sequence of its
+// latest change, 0 if it has none) when a publish loses a version race.
+type ConflictError struct {
+	Subject  string
+	Expected uint64
+	Current  uint64
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("%v: %s: expected version %d, current %d", ErrVersionConflict, e.Subject, e.Expected, e.Current)
+}
+
+func (e *ConflictError) Unwrap() error { return ErrVersionConflict }

@@ -1,0 +1,131 @@
+// Package natsserver owns the embedded nats-server: it starts a JetStream
+// enabled server from a small [Config], hands out in-process connections to
+// the process's own components and shuts the server down cleanly.
+//
+// It is the only package that imports github.com/nats-io/nats-server.
+package natsserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// Config is what fieldsync needs to say about the embedded server. Zero
+// values take the documented defaults.
+type Config struct {
+	// Name of this server (and JetStream node).
+	Name string
+	// Host and Port of the client listener devices connect to. Port -1 picks
+	// a free port (tests); 0 means the default 4222.
+	Host string
+	Port int
+	// StoreDir is where JetStream keeps its files. Required.
+	StoreDir string
+	// SyncInterval is how often the file store fsyncs. nats-server's default
+	// is 2 minutes: a power loss could lose that much acknowledged data. We
+	// default to 5 s; process crashes lose nothing either way (the data is in
+	// the OS page cache once acknowledged).
+	SyncInterval time.Duration
+	// MaxPayload is the largest message the server accepts (default 1 MiB).
+	MaxPayload int32
+	// MaxStore caps JetStream disk use in bytes (0 = no fixed cap).
+	MaxStore int64
+	// DefaultMaxConsumers is the per-stream consumer limit applied where a
+	// stream sets none. nats-server 2.15 defaults to 1,000; see
+	// natsjs.StreamPolicy for the limit set on fieldsync's own streams.
+	DefaultMaxConsumers int
+	// Logging turns the server's own log on (stderr).
+	Logging bool
+}
+
+// Server is a running embedded nats-server.
+type Server struct {
+	ns *server.Server
+}
+
+// Start starts the server and waits until it accepts connections.
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.StoreDir == "" {
+		return nil, errors.New("natsserver: StoreDir is required")
+	}
+	opts := &server.Options{
+		ServerName:         cfg.Name,
+		Host:               cfg.Host,
+		Port:               cfg.Port,
+		JetStream:          true,
+		StoreDir:           cfg.StoreDir,
+		SyncInterval:       cfg.SyncInterval,
+		MaxPayload:         cfg.MaxPayload,
+		JetStreamMaxStore:  cfg.MaxStore,
+		JetStreamMaxMemory: 256 << 20,
+		NoSigs:             true,
+		JetStreamLimits:    server.JSLimitOpts{DefaultMaxConsumers: cfg.DefaultMaxConsumers},
+	}
+	if opts.Host == "" {
+		opts.Host = "127.0.0.1"
+	}
+	if opts.Port == 0 {
+		opts.Port = 4222
+	}
+	if opts.SyncInterval == 0 {
+		opts.SyncInterval = 5 * time.Second
+	}
+	if opts.MaxPayload == 0 {
+		opts.MaxPayload = 1 << 20
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("natsserver: %w", err)
+	}
+	if cfg.Logging {
+		ns.ConfigureLogger()
+	}
+	go ns.Start()
+	wait := 10 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		wait = time.Until(dl)
+	}
+	if !ns.ReadyForConnections(wait) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("natsserver: not ready for connections within %s", wait)
+	}
+	return &Server{ns: ns}, nil
+}
+
+// ClientURL is the URL devices and other processes connect to.
+func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+
+// Connect opens an in-process connection (no socket) for the process's own
+// components.
+func (s *Server) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
+	opts = append([]nats.Option{nats.Name(name), nats.InProcessServer(s.ns), nats.MaxReconnects(-1)}, opts...)
+	nc, err := nats.Connect("", opts...)
+	if err != nil {
+		return nil, fmt.Errorf("natsserver: in-process connect: %w", err)
+	}
+	return nc, nil
+}
+
+// Close shuts the server down and waits for it, or for ctx.
+func (s *Server) Close(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		s.ns.Shutdown()
+		s.ns.WaitForShutdown()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("natsserver: shutdown: %w", ctx.Err())
+	}
+}
+
+// Ready reports whether the server and its JetStream subsystem are up.
+func (s *Server) Ready() bool { return s.ns.Running() && s.ns.JetStreamEnabled() }

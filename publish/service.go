@@ -1,0 +1,139 @@
+package publish
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/natsjs"
+)
+
+// Service turns requests into published changes.
+type Service struct {
+	pub *natsjs.Publisher
+	log *slog.Logger
+	now func() time.Time
+}
+
+// NewService returns a service publishing through pub.
+func NewService(pub *natsjs.Publisher, log *slog.Logger) *Service {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Service{pub: pub, log: log, now: time.Now}
+}
+
+// Publish validates and appends one change.
+func (s *Service) Publish(ctx context.Context, r Request) Response {
+	e, err := s.envelope(r)
+	if err != nil {
+		return Response{Error: &Error{Code: CodeInvalid, Message: err.Error()}}
+	}
+	ack, err := s.pub.Publish(ctx, e, natsjs.PublishOptions{ExpectedVersion: r.ExpectedVersion})
+	var conflict *natsjs.ConflictError
+	switch {
+	case err == nil:
+		return Response{EventID: e.EventID, Stream: ack.Stream, Version: ack.Version, Duplicate: ack.Duplicate}
+	case errors.As(err, &conflict):
+		cur := conflict.Current
+		return Response{EventID: e.EventID, Error: &Error{Code: CodeConflict, Message: err.Error(), CurrentVersion: &cur}}
+	case errors.Is(err, natsjs.ErrUnknownUnit):
+		return Response{EventID: e.EventID, Error: &Error{Code: CodeUnknownUnit, Message: err.Error()}}
+	case errors.Is(err, events.ErrInvalidField), errors.Is(err, events.ErrMissingField), errors.Is(err, events.ErrTooLarge):
+		return Response{EventID: e.EventID, Error: &Error{Code: CodeInvalid, Message: err.Error()}}
+	}
+	s.log.Error("publish failed", "event_id", e.EventID, "err", err)
+	return Response{EventID: e.EventID, Error: &Error{Code: CodeInternal, Message: err.Error()}}
+}
+
+func (s *Service) envelope(r Request) (*events.Envelope, error) {
+	if r.EventID == "" {
+		r.EventID = nuid.Next()
+	}
+	if r.Op == "" {
+		r.Op = string(events.OpUpsert)
+	}
+	e := &events.Envelope{EventID: r.EventID, OrgUnit: r.OrgUnit, Channel: events.Channel(r.Channel), Kind: r.Kind,
+		RecordID: r.RecordID, Op: events.Op(r.Op), SchemaVersion: events.SchemaVersion, Timestamp: s.now().UTC()}
+	if r.Body != nil {
+		if e.Op == events.OpDelete {
+			return nil, errors.New("a delete carries no body")
+		}
+		b, err := msgpack.Marshal(r.Body)
+		if err != nil {
+			return nil, fmt.Errorf("body: %w", err)
+		}
+		e.Body = b
+	}
+	return e, e.Validate()
+}
+
+// Serve answers requests on [Subject] in queue group "fieldsync-publish"
+// until the returned subscription is drained.
+func (s *Service) Serve(nc *nats.Conn) (*nats.Subscription, error) {
+	return nc.QueueSubscribe(Subject, "fieldsync-publish", func(m *nats.Msg) {
+		var r Request
+		var resp Response
+		if err := decodeJSON(m.Data, &r); err != nil {
+			resp = Response{Error: &Error{Code: CodeInvalid, Message: err.Error()}}
+		} else {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			resp = s.Publish(ctx, r)
+			cancel()
+		}
+		b, _ := json.Marshal(resp)
+		if err := m.Respond(b); err != nil {
+			s.log.Warn("publish reply", "err", err)
+		}
+	})
+}
+
+// ServeHTTP answers POST /v1/publish with a JSON [Request] body.
+func (s *Service) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if req.Method != http.MethodPost {
+		writeJSON(w, http.StatusMethodNotAllowed, Response{Error: &Error{Code: CodeInvalid, Message: "use POST"}})
+		return
+	}
+	data, err := io.ReadAll(io.LimitReader(req.Body, events.MaxMessageSize*2))
+	var r Request
+	if err == nil {
+		err = decodeJSON(data, &r)
+	}
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, Response{Error: &Error{Code: CodeInvalid, Message: err.Error()}})
+		return
+	}
+	resp := s.Publish(req.Context(), r)
+	writeJSON(w, httpStatus(resp.Error), resp)
+}
+
+func httpStatus(e *Error) int {
+	if e == nil {
+		return http.StatusOK
+	}
+	switch e.Code {
+	case CodeInvalid:
+		return http.StatusBadRequest
+	case CodeConflict:
+		return http.StatusConflict
+	case CodeUnknownUnit:
+		return http.StatusNotFound
+	}
+	return http.StatusInternalServerError
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}

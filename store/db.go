@@ -1,0 +1,108 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+
+	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+)
+
+// ErrClosed is returned by every method after [DB.Close].
+var ErrClosed = errors.New("store: closed")
+
+// DB is the device database. It is safe for concurrent use; writes are
+// serialised on a single connection.
+type DB struct {
+	path   string
+	writer *sql.DB
+	reader *sql.DB
+}
+
+// Options tune [Open].
+type Options struct {
+	// CacheMiB is the writer's page cache in MiB (default 64).
+	CacheMiB int
+	// Readers is the size of the read pool (default 4).
+	Readers int
+}
+
+// Open opens (creating if needed) the database at path and migrates it to
+// the current schema. A table left without its indexes by an interrupted
+// bulk load is finished here, before anything reads it.
+func Open(ctx context.Context, path string, o Options) (*DB, error) {
+	if o.CacheMiB == 0 {
+		o.CacheMiB = 64
+	}
+	if o.Readers == 0 {
+		o.Readers = 4
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	w, err := sql.Open("sqlite", dsn(path, fmt.Sprintf("cache_size(-%d)", o.CacheMiB<<10), "temp_store(MEMORY)"))
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetConnMaxIdleTime(0)
+	db := &DB{path: path, writer: w}
+	if err := db.migrate(ctx); err != nil {
+		w.Close()
+		return nil, err
+	}
+	r, err := sql.Open("sqlite", dsn(path, "query_only(1)", "cache_size(-8192)"))
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("store: open readers %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(o.Readers)
+	db.reader = r
+	if err := db.finishBulk(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+func dsn(path string, pragmas ...string) string {
+	q := url.Values{}
+	for _, p := range append([]string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(NORMAL)"}, pragmas...) {
+		q.Add("_pragma", p)
+	}
+	q.Set("_txlock", "immediate")
+	return "file:" + filepath.ToSlash(path) + "?" + q.Encode()
+}
+
+// Path is the database file.
+func (db *DB) Path() string { return db.path }
+
+// Close closes both pools.
+func (db *DB) Close() error {
+	var errs []error
+	if db.reader != nil {
+		errs = append(errs, db.reader.Close())
+	}
+	errs = append(errs, db.writer.Close())
+	return errors.Join(errs...)
+}
+
+// tx runs fn in one write transaction.
+func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := db.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	return nil
+}

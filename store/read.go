@@ -1,0 +1,177 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/fieldsync/fieldsync/events"
+)
+
+// Record is one record of a channel projection as the app reads it.
+type Record struct {
+	OrgUnit   string         `json:"org_unit"`
+	Channel   events.Channel `json:"channel"`
+	Kind      string         `json:"kind"`
+	RecordID  string         `json:"id"`
+	Version   uint64         `json:"version"`
+	EventID   string         `json:"event_id"`
+	Origin    string         `json:"origin,omitempty"`
+	UpdatedAt time.Time      `json:"updated_at"`
+	Body      map[string]any `json:"body"`
+	// RawBody is the msgpack encoding Body was decoded from.
+	RawBody []byte `json:"-"`
+}
+
+// Query selects records of one channel.
+type Query struct {
+	Channel events.Channel
+	Kind    string // optional
+	// Unit filters on one org unit; AnyUnit (the default) means all units,
+	// "" the tenant-wide data.
+	Unit   string
+	Limit  int // default 100, at most 10,000
+	Offset int
+}
+
+// AnyUnit in [Query.Unit] selects every unit.
+const AnyUnit = "*"
+
+// ErrBadQuery wraps every invalid [Query].
+var ErrBadQuery = errors.New("store: bad query")
+
+// Records returns the records matching q ordered by unit, kind and id.
+func (db *DB) Records(ctx context.Context, q Query) ([]Record, error) {
+	where, args, err := q.where()
+	if err != nil {
+		return nil, err
+	}
+	if q.Limit <= 0 {
+		q.Limit = 100
+	}
+	q.Limit = min(q.Limit, 10000)
+	rows, err := db.reader.QueryContext(ctx, `SELECT org_unit, kind, record_id, version, event_id, origin, updated_at, body FROM `+
+		table(q.Channel)+where+` ORDER BY org_unit, kind, record_id LIMIT ? OFFSET ?`, append(args, q.Limit, q.Offset)...)
+	if err != nil {
+		return nil, fmt.Errorf("store: records: %w", err)
+	}
+	defer rows.Close()
+	out := []Record{}
+	for rows.Next() {
+		r, err := scanRecord(rows, q.Channel)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// Count returns how many records match q (Limit and Offset ignored).
+func (db *DB) Count(ctx context.Context, q Query) (int, error) {
+	where, args, err := q.where()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	if err := db.reader.QueryRowContext(ctx, `SELECT count(*) FROM `+table(q.Channel)+where, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("store: count: %w", err)
+	}
+	return n, nil
+}
+
+func (q Query) where() (string, []any, error) {
+	if !q.Channel.Valid() {
+		return "", nil, fmt.Errorf("%w: unknown channel %q", ErrBadQuery, q.Channel)
+	}
+	var conds []string
+	var args []any
+	if q.Unit != AnyUnit {
+		conds, args = append(conds, "org_unit = ?"), append(args, q.Unit)
+	}
+	if q.Kind != "" {
+		if err := events.ValidKind(q.Channel, q.Kind); err != nil {
+			return "", nil, fmt.Errorf("%w: %v", ErrBadQuery, err)
+		}
+		conds, args = append(conds, "kind = ?"), append(args, q.Kind)
+	}
+	if len(conds) == 0 {
+		return "", nil, nil
+	}
+	return " WHERE " + strings.Join(conds, " AND "), args, nil
+}
+
+func scanRecord(rows *sql.Rows, ch events.Channel) (Record, error) {
+	r := Record{Channel: ch}
+	var version, at int64
+	if err := rows.Scan(&r.OrgUnit, &r.Kind, &r.RecordID, &version, &r.EventID, &r.Origin, &at, &r.RawBody); err != nil {
+		return r, fmt.Errorf("store: scan record: %w", err)
+	}
+	r.Version, r.UpdatedAt = uint64(version), time.UnixMilli(at).UTC()
+	if err := msgpack.Unmarshal(r.RawBody, &r.Body); err != nil {
+		return r, fmt.Errorf("store: record %s/%s body: %w", r.Kind, r.RecordID, err)
+	}
+	return r, nil
+}
+
+// SyncError is a message the device could not apply.
+type SyncError struct {
+	ID      int64          `json:"id"`
+	At      time.Time      `json:"at"`
+	Unit    string         `json:"org_unit"`
+	Channel events.Channel `json:"channel"`
+	Seq     uint64         `json:"seq"`
+	Subject string         `json:"subject"`
+	Code    string         `json:"code"`
+	Message string         `json:"message"`
+}
+
+// SyncErrors returns the recorded sync errors, newest first, at most limit.
+func (db *DB) SyncErrors(ctx context.Context, limit int) ([]SyncError, error) {
+	rows, err := db.reader.QueryContext(ctx, `SELECT id, at, org_unit, channel, seq, subject, code, message
+		FROM sync_errors ORDER BY id DESC LIMIT ?`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: sync errors: %w", err)
+	}
+	defer rows.Close()
+	out := []SyncError{}
+	for rows.Next() {
+		var e SyncError
+		var at, seq int64
+		if err := rows.Scan(&e.ID, &at, &e.Unit, &e.Channel, &seq, &e.Subject, &e.Code, &e.Message); err != nil {
+			return nil, fmt.Errorf("store: sync errors: %w", err)
+		}
+		e.At, e.Seq = time.UnixMilli(at).UTC(), uint64(seq)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// CountSyncErrors returns how many sync errors are recorded.
+func (db *DB) CountSyncErrors(ctx context.Context) (int, error) {
+	var n int
+	err := db.reader.QueryRowContext(ctx, `SELECT count(*) FROM sync_errors`).Scan(&n)
+	return n, err
+}
+
+// Meta returns a device metadata value ("" if unset).
+func (db *DB) Meta(ctx context.Context, key string) (string, error) {
+	var v string
+	err := db.reader.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return v, err
+}
+
+// SetMeta stores a device metadata value.
+func (db *DB) SetMeta(ctx context.Context, key, value string) error {
+	_, err := db.writer.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?, ?)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value)
+	return err
+}

@@ -1,0 +1,87 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/fieldsync/fieldsync/events"
+)
+
+// migrations are applied in order; PRAGMA user_version counts the applied.
+// Never edit one that has shipped: append a new one.
+var migrations = []string{
+	`CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+	CREATE TABLE checkpoints (
+		org_unit   TEXT NOT NULL,
+		channel    TEXT NOT NULL,
+		last_seq   INTEGER NOT NULL DEFAULT 0,
+		snapshot_done INTEGER NOT NULL DEFAULT 0,
+		applied    INTEGER NOT NULL DEFAULT 0,
+		rejected   INTEGER NOT NULL DEFAULT 0,
+		updated_at INTEGER NOT NULL DEFAULT 0,
+		PRIMARY KEY (org_unit, channel)) WITHOUT ROWID;
+	CREATE TABLE sync_errors (
+		id       INTEGER PRIMARY KEY,
+		at       INTEGER NOT NULL,
+		org_unit TEXT NOT NULL,
+		channel  TEXT NOT NULL,
+		seq      INTEGER NOT NULL,
+		subject  TEXT NOT NULL,
+		code     TEXT NOT NULL,
+		message  TEXT NOT NULL);` +
+		recordTable(events.ChannelEvents) + recordTable(events.ChannelAdmin) + recordTable(events.ChannelDocuments),
+}
+
+// recordTable is the projection table of one channel. Its indexes are
+// created separately (see indexSQL) so a bulk load can build them last.
+func recordTable(ch events.Channel) string {
+	return fmt.Sprintf(`CREATE TABLE %s (
+		org_unit   TEXT NOT NULL,
+		kind       TEXT NOT NULL,
+		record_id  TEXT NOT NULL,
+		version    INTEGER NOT NULL,
+		event_id   TEXT NOT NULL,
+		origin     TEXT NOT NULL DEFAULT '',
+		updated_at INTEGER NOT NULL,
+		body       BLOB NOT NULL);
+	`, table(ch)) + indexSQL(ch)
+}
+
+func table(ch events.Channel) string { return "records_" + string(ch) }
+
+// indexSQL creates a channel table's indexes: the unique record key and a
+// listing index (kind, most recently changed first).
+func indexSQL(ch events.Channel) string {
+	t := table(ch)
+	return fmt.Sprintf(`CREATE UNIQUE INDEX IF NOT EXISTS %[1]s_key ON %[1]s (org_unit, kind, record_id);
+	CREATE INDEX IF NOT EXISTS %[1]s_recent ON %[1]s (kind, updated_at);`, t)
+}
+
+func dropIndexSQL(ch events.Channel) string {
+	t := table(ch)
+	return fmt.Sprintf(`DROP INDEX IF EXISTS %[1]s_key; DROP INDEX IF EXISTS %[1]s_recent;`, t)
+}
+
+func (db *DB) migrate(ctx context.Context) error {
+	var v int
+	if err := db.writer.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
+		return fmt.Errorf("store: read schema version: %w", err)
+	}
+	if v > len(migrations) {
+		return fmt.Errorf("store: database schema %d is newer than this agent (%d)", v, len(migrations))
+	}
+	for i := v; i < len(migrations); i++ {
+		err := db.tx(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, i+1))
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("store: migration %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
