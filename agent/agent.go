@@ -30,6 +30,7 @@ type Agent struct {
 	db  *store.DB
 
 	requests chan Scope
+	wake     chan struct{}
 
 	mu        sync.Mutex
 	client    *natsjs.Client
@@ -55,7 +56,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: log.With("device", cfg.DeviceID), db: db, requests: make(chan Scope, 4)}
+	a := &Agent{cfg: cfg, log: log.With("device", cfg.DeviceID), db: db, requests: make(chan Scope, 4), wake: make(chan struct{}, 1)}
 	if v, _ := db.Meta(ctx, metaLastCompleted); v != "" {
 		a.completed, _ = time.Parse(time.RFC3339Nano, v)
 	}
@@ -84,9 +85,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer client.Close()
+	s := NewSyncer(a.cfg, client, a.db, a.log)
 	a.mu.Lock()
-	a.client, a.syncer = client, NewSyncer(a.cfg, client, a.db, a.log)
+	a.client, a.syncer = client, s
 	a.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.autosync(ctx, s)
+	}()
+	defer func() { <-done }()
 	return a.loop(ctx)
 }
 

@@ -1,16 +1,13 @@
 package agent
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/internal/yamlconf"
 )
 
 // Config is the device agent's configuration (YAML). Every key has a
@@ -42,21 +39,23 @@ type Config struct {
 	// StallTimeout fails a sync that gets nothing while changes are pending
 	// (default 30s).
 	StallTimeout time.Duration `yaml:"stall_timeout"`
+	// AutosyncInterval is how often queued writes go up on their own while
+	// online, and results come back (default 1s).
+	AutosyncInterval time.Duration `yaml:"autosync_interval"`
+	// RetainEventsDays keeps events created on the device this many days
+	// after the server accepted them; 0 removes them at once (the compliance
+	// app's "Retain Events after sync" unchecked). Default 7.
+	RetainEventsDays *int `yaml:"retain_events_days"`
 }
 
 // LoadConfig reads a YAML config file and applies defaults.
 func LoadConfig(path string) (Config, error) {
 	var c Config
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return c, fmt.Errorf("agent: config: %w", err)
+	if err := yamlconf.Load(path, &c); err != nil {
+		return c, fmt.Errorf("agent: %w", err)
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		return c, fmt.Errorf("agent: config %s: %w", path, err)
-	}
-	return c.WithDefaults(), c.WithDefaults().Validate()
+	c = c.WithDefaults()
+	return c, c.Validate()
 }
 
 // WithDefaults returns c with every unset key at its default.
@@ -82,6 +81,13 @@ func (c Config) WithDefaults() Config {
 	if c.StallTimeout == 0 {
 		c.StallTimeout = 30 * time.Second
 	}
+	if c.AutosyncInterval == 0 {
+		c.AutosyncInterval = time.Second
+	}
+	if c.RetainEventsDays == nil {
+		days := 7
+		c.RetainEventsDays = &days
+	}
 	return c
 }
 
@@ -103,10 +109,18 @@ func (c Config) Validate() error {
 		}
 		seen[u] = true
 	}
+	if *c.RetainEventsDays < 0 {
+		return fmt.Errorf("agent: config retain_events_days %d: want 0 or more", *c.RetainEventsDays)
+	}
 	if c.BatchSize < 1 || c.BatchSize > 100000 {
 		return fmt.Errorf("agent: config batch_size %d: want 1..100000", c.BatchSize)
 	}
 	return nil
+}
+
+// RetainEvents is how long accepted device-created events stay.
+func (c Config) RetainEvents() time.Duration {
+	return time.Duration(*c.RetainEventsDays) * 24 * time.Hour
 }
 
 // DBPath is the SQLite database file.

@@ -33,8 +33,14 @@ type Status struct {
 	LastError         string            `json:"last_error,omitempty"`
 	Progress          []ChannelProgress `json:"progress"`
 	Channels          []ChannelStatus   `json:"channels"`
-	SyncErrors        int               `json:"sync_errors"`
-	ProtocolVersion   int               `json:"protocol_version"`
+	// SyncErrors counts local writes the server refused or found in
+	// conflict, waiting for the user (GET /v1/conflicts).
+	SyncErrors int `json:"sync_errors"`
+	// PendingWrites counts local writes not yet confirmed (queued + sent).
+	PendingWrites int `json:"pending_writes"`
+	// BadMessages counts incoming changes the device could not apply.
+	BadMessages     int `json:"bad_messages"`
+	ProtocolVersion int `json:"protocol_version"`
 }
 
 // ChannelStatus is the local state of one channel.
@@ -63,9 +69,15 @@ func (a *Agent) Status(ctx context.Context) (Status, error) {
 		}
 		st.Channels = append(st.Channels, cs)
 	}
-	if st.SyncErrors, err = a.db.CountSyncErrors(ctx); err != nil {
+	if st.BadMessages, err = a.db.CountSyncErrors(ctx); err != nil {
 		return st, err
 	}
+	counts, err := a.db.OutboxCounts(ctx)
+	if err != nil {
+		return st, err
+	}
+	st.SyncErrors = counts[store.StateConflict] + counts[store.StateRejected]
+	st.PendingWrites = counts[store.StateQueued] + counts[store.StateSent]
 	initial, err := a.db.Meta(ctx, metaInitialDone)
 	st.OnlineOnly = initial == ""
 	return st, err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,9 +22,14 @@ type Syncer struct {
 	db       *store.DB
 	log      *slog.Logger
 	progress atomic.Pointer[progress]
-	// onBatch, if set, runs after each committed batch (tests use it to
-	// stop a sync at a chosen point).
-	onBatch func(unit string, ch events.Channel, applied int)
+	upMu     sync.Mutex // one upload at a time (sync and autosync)
+	resMu    sync.Mutex // one results reader at a time
+	// Test hooks: onBatch runs after each committed batch, onTrace is told
+	// of every upload and download step in order, beforeMarkSent runs
+	// between publishing an upload and recording it.
+	onBatch        func(unit string, ch events.Channel, applied int)
+	onTrace        func(op string)
+	beforeMarkSent func(store.Mutation)
 }
 
 // NewSyncer returns a syncer for the device described by cfg.
@@ -41,22 +47,35 @@ type Report struct {
 	Scope    Scope             `json:"scope"`
 	Started  time.Time         `json:"started"`
 	Finished time.Time         `json:"finished"`
+	Uploaded int               `json:"uploaded"`
+	Results  int               `json:"results"`
 	Applied  int               `json:"applied"`
 	Rejected int               `json:"rejected"`
 	Channels []ChannelProgress `json:"channels"`
 }
 
-// Sync runs one sync of scope: for each channel and unit, from the local
-// checkpoint until the broker has nothing more pending. A (unit, channel)
-// never read before starts with the latest version of each record.
+// Sync runs one sync of scope. Queued writes go up first, all of them,
+// before any download; then, for each channel and unit, changes download
+// from the local checkpoint until the broker has nothing more pending (a
+// (unit, channel) never read before starts with the latest version of each
+// record); last, the results of uploaded writes are applied.
 func (s *Syncer) Sync(ctx context.Context, scope Scope) (Report, error) {
 	s.progress.Store(newProgress())
 	r := Report{Scope: scope, Started: time.Now()}
+	var err error
+	if r.Uploaded, err = s.Upload(ctx); err != nil {
+		r.Finished = time.Now()
+		return r, fmt.Errorf("upload: %w", err)
+	}
 	for _, ch := range scope.Channels() {
 		if err := s.syncChannel(ctx, ch, &r); err != nil {
 			r.Finished, r.Channels = time.Now(), s.progress.Load().snapshot()
 			return r, err
 		}
+	}
+	if r.Results, err = s.Results(ctx); err != nil {
+		r.Finished = time.Now()
+		return r, fmt.Errorf("results: %w", err)
 	}
 	r.Finished, r.Channels = time.Now(), s.progress.Load().snapshot()
 	return r, nil

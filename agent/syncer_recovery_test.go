@@ -78,7 +78,10 @@ func TestSyncer_Sync_BadMessagesBecomeSyncErrors(t *testing.T) {
 	future := fstest.Change(t, "north", events.ChannelEvents, "event", "future", map[string]any{"x": 1})
 	futureBytes := encodeWithVersion(t, future, events.SchemaVersion+1)
 	mismatch, _ := events.Encode(fstest.Change(t, "north", events.ChannelEvents, "event", "other", map[string]any{"x": 1}))
-	bad := []struct{ subject, code string; data []byte }{
+	bad := []struct {
+		subject, code string
+		data          []byte
+	}{
 		{"fs.org.north.events.event.corrupt", "malformed", []byte{0xde, 0xad, 0xbe, 0xef}},
 		{"fs.org.north.events.event.future", "unknown_version", futureBytes},
 		{"fs.org.north.events.event.bad$id", "bad_subject", mismatch},
@@ -140,3 +143,26 @@ func encodeWithVersion(tb testing.TB, e *events.Envelope, v int) []byte {
 	return data
 }
 
+// Units and channels with no data (here the tenant stream and every
+// documents channel) must not trip the bulk load of the others.
+func TestSyncer_Sync_EmptyStreams(t *testing.T) {
+	ctx := context.Background()
+	b := fstest.MustStartBroker(t, "north", "south")
+	model := serverModel{}
+	for i := 0; i < 30; i++ {
+		model.publish(t, b, fstest.Change(t, "south", events.ChannelAdmin, "setting", fmt.Sprintf("s%d", i), map[string]any{"i": i}))
+		model.publish(t, b, fstest.Change(t, "north", events.ChannelEvents, "event", fmt.Sprintf("e%d", i), map[string]any{"i": i}))
+	}
+	db := mustOpenDB(t)
+	s := NewSyncer(testConfig("tab1", "north", "south"), b.Client, db, nil)
+	if _, err := s.Sync(ctx, ScopeFull); err != nil {
+		t.Fatal(err)
+	}
+	requireSameState(t, db, model)
+	model.publish(t, b, fstest.Change(t, "", events.ChannelAdmin, "setting", "late", map[string]any{"x": 1}))
+	model.publish(t, b, fstest.Change(t, "south", events.ChannelAdmin, "setting", "s1", map[string]any{"x": 2}))
+	if _, err := s.Sync(ctx, ScopeFull); err != nil {
+		t.Fatal(err)
+	}
+	requireSameState(t, db, model)
+}

@@ -49,13 +49,13 @@ func (s *Syncer) syncUnit(ctx context.Context, unit string, ch events.Channel, b
 	batches := make(chan fetched, 2)
 	g.Go(func() error {
 		defer close(batches)
-		return s.fetch(gctx, cur, snapshotLeft, batches)
+		return s.fetch(gctx, unit, ch, cur, snapshotLeft, batches)
 	})
 	g.Go(func() error { return s.applyAll(gctx, unit, ch, !cp.SnapshotDone, bulk, batches, r) })
 	return g.Wait()
 }
 
-func (s *Syncer) fetch(ctx context.Context, cur *natsjs.Cursor, snapshotLeft uint64, out chan<- fetched) error {
+func (s *Syncer) fetch(ctx context.Context, unit string, ch events.Channel, cur *natsjs.Cursor, snapshotLeft uint64, out chan<- fetched) error {
 	msgs := make([]projections.Message, 0, s.cfg.BatchSize)
 	for {
 		max := s.cfg.BatchSize
@@ -63,6 +63,7 @@ func (s *Syncer) fetch(ctx context.Context, cur *natsjs.Cursor, snapshotLeft uin
 		if inSnapshot {
 			max = int(min(uint64(max), snapshotLeft))
 		}
+		s.trace("fetch " + unitName(unit) + "/" + string(ch))
 		ds, err := cur.Next(ctx, max)
 		if err != nil {
 			return err
@@ -96,7 +97,7 @@ func (s *Syncer) applyAll(ctx context.Context, unit string, ch events.Channel, s
 			}
 			*bulk = false
 		}
-		b := store.Batch{Unit: unit, Channel: ch, Batch: f.batch, Bulk: f.bulk && *bulk, SnapshotDone: snapshot && f.caughtUp}
+		b := store.Batch{Unit: unit, Channel: ch, Batch: f.batch, Bulk: *bulk, SnapshotDone: snapshot && f.caughtUp}
 		n, err := s.db.Apply(ctx, b)
 		if err != nil {
 			return fmt.Errorf("apply: %w", err)

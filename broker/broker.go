@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/fieldsync/fieldsync/ingest"
 	"github.com/fieldsync/fieldsync/natsjs"
 	"github.com/fieldsync/fieldsync/natsserver"
 	"github.com/fieldsync/fieldsync/publish"
@@ -20,15 +22,19 @@ import (
 // Broker is a running server side. Start it with [Open], stop it with
 // [Broker.Close].
 type Broker struct {
-	cfg    Config
-	log    *slog.Logger
-	srv    *natsserver.Server
-	nc     *nats.Conn
-	client *natsjs.Client
-	sub    *nats.Subscription
-	http   *http.Server
-	ln     net.Listener
-	done   chan error
+	cfg        Config
+	log        *slog.Logger
+	srv        *natsserver.Server
+	nc         *nats.Conn
+	client     *natsjs.Client
+	sub        *nats.Subscription
+	stopIngest context.CancelFunc
+	ingestDone chan error
+	http       *http.Server
+	ln         net.Listener
+	done       chan error
+	closeOnce  sync.Once
+	closeErr   error
 }
 
 // Open starts the embedded server, provisions the streams and starts the
@@ -61,6 +67,10 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Broker, err err
 	if err = b.client.Provision(ctx, cfg.OrgUnits, cfg.Streams); err != nil {
 		return nil, err
 	}
+	if err = b.client.ProvisionIngest(ctx, cfg.Ingest); err != nil {
+		return nil, err
+	}
+	b.startIngest(ctx)
 	svc := publish.NewService(b.client.Publisher(), log)
 	if b.sub, err = svc.Serve(b.nc); err != nil {
 		return nil, fmt.Errorf("broker: publish API: %w", err)
@@ -96,6 +106,21 @@ func (b *Broker) healthz(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(map[string]any{"status": status, "org_units": b.cfg.OrgUnits})
 }
 
+// startIngest runs the ingest of device uploads until Close. It uses its
+// own in-process connection so a slow ingest never delays the publish API.
+func (b *Broker) startIngest(ctx context.Context) {
+	ictx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	b.stopIngest, b.ingestDone = cancel, make(chan error, 1)
+	in := ingest.New(b.client, ingest.Options{Rights: b.cfg.Rights, Log: b.log})
+	go func() {
+		err := in.Run(ictx)
+		if err != nil {
+			b.log.Error("ingest stopped", "err", err)
+		}
+		b.ingestDone <- err
+	}()
+}
+
 // ClientURL is the NATS URL devices connect to.
 func (b *Broker) ClientURL() string { return b.srv.ClientURL() }
 
@@ -105,14 +130,24 @@ func (b *Broker) HTTPURL() string { return "http://" + b.ln.Addr().String() }
 // Client is the broker's own in-process JetStream client.
 func (b *Broker) Client() *natsjs.Client { return b.client }
 
-// Close stops the HTTP server, the publish API and the embedded server.
+// Close stops the HTTP server, ingest, the publish API and the embedded
+// server. Calling it again returns the first call's result.
 func (b *Broker) Close(ctx context.Context) error {
+	b.closeOnce.Do(func() { b.closeErr = b.close(ctx) })
+	return b.closeErr
+}
+
+func (b *Broker) close(ctx context.Context) error {
 	var errs []error
 	if b.http != nil {
 		errs = append(errs, b.http.Shutdown(ctx))
 		if err := <-b.done; !errors.Is(err, http.ErrServerClosed) {
 			errs = append(errs, err)
 		}
+	}
+	if b.stopIngest != nil {
+		b.stopIngest()
+		errs = append(errs, <-b.ingestDone)
 	}
 	if b.sub != nil {
 		errs = append(errs, b.sub.Drain())

@@ -1,15 +1,13 @@
 package broker
 
 import (
-	"bytes"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/ingest"
+	"github.com/fieldsync/fieldsync/internal/yamlconf"
 	"github.com/fieldsync/fieldsync/natsjs"
 )
 
@@ -33,19 +31,17 @@ type Config struct {
 	OrgUnits []string `yaml:"org_units"`
 	// Streams are the limits of every org unit stream.
 	Streams natsjs.StreamPolicy `yaml:"streams"`
+	// Ingest holds the limits of device uploads and results.
+	Ingest natsjs.IngestPolicy `yaml:"ingest"`
+	// Rights say what devices may write.
+	Rights ingest.Rights `yaml:"rights"`
 }
 
 // LoadConfig reads path (YAML); unknown keys are errors.
 func LoadConfig(path string) (Config, error) {
 	var c Config
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return c, fmt.Errorf("broker: config: %w", err)
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && err.Error() != "EOF" {
-		return c, fmt.Errorf("broker: config %s: %w", path, err)
+	if err := yamlconf.Load(path, &c); err != nil {
+		return c, fmt.Errorf("broker: %w", err)
 	}
 	c = c.WithDefaults()
 	return c, c.Validate()

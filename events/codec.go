@@ -26,6 +26,8 @@ const (
 	keyVersion  = "v"
 	keyDevice   = "dev"
 	keyMutation = "mut"
+	keyBase     = "base"
+	keyAfter    = "after"
 	keyTime     = "ts"
 )
 
@@ -62,7 +64,10 @@ func writeEnvelope(w *msgpack.Encoder, e *Envelope) error {
 		n++
 	}
 	if e.Origin.DeviceID != "" {
-		n += 2
+		n += 3
+		if e.Origin.After != "" {
+			n++
+		}
 	}
 	if err := w.EncodeMapLen(n); err != nil {
 		return err
@@ -83,7 +88,11 @@ func writeEnvelope(w *msgpack.Encoder, e *Envelope) error {
 		errs = append(errs, kv(keyOrg, e.OrgUnit))
 	}
 	if e.Origin.DeviceID != "" {
-		errs = append(errs, kv(keyDevice, e.Origin.DeviceID), kv(keyMutation, e.Origin.MutationID))
+		errs = append(errs, kv(keyDevice, e.Origin.DeviceID), kv(keyMutation, e.Origin.MutationID),
+			w.EncodeString(keyBase), w.EncodeUint(e.Origin.BaseVersion))
+		if e.Origin.After != "" {
+			errs = append(errs, kv(keyAfter, e.Origin.After))
+		}
 	}
 	if len(e.Body) > 0 {
 		errs = append(errs, w.EncodeString(keyBody), w.Encode(msgpack.RawMessage(e.Body)))
@@ -188,6 +197,14 @@ func readField(d *msgpack.Decoder, e *Envelope, key string) error {
 		return str(&e.Origin.DeviceID)
 	case keyMutation:
 		return str(&e.Origin.MutationID)
+	case keyAfter:
+		return str(&e.Origin.After)
+	case keyBase:
+		v, err := d.DecodeUint64()
+		if err != nil {
+			return malformed(key, err)
+		}
+		e.Origin.BaseVersion = v
 	case keyVersion:
 		v, err := d.DecodeInt64()
 		if err != nil {

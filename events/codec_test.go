@@ -23,7 +23,7 @@ func sampleEnvelope(tb testing.TB) *events.Envelope {
 	return &events.Envelope{
 		EventID: "ev-1", OrgUnit: "north", Channel: events.ChannelEvents, Kind: "event",
 		RecordID: "r-42", Op: events.OpUpsert, Body: mustBody(tb, map[string]any{"title": "Inspect pump", "n": 3}),
-		SchemaVersion: events.SchemaVersion, Origin: events.Origin{DeviceID: "tab-1", MutationID: "m-7"},
+		SchemaVersion: events.SchemaVersion, Origin: events.Origin{DeviceID: "tab-1", MutationID: "m-7", BaseVersion: 12, After: "m-6"},
 		Timestamp: time.Unix(1700000000, 123).UTC(),
 	}
 }

@@ -57,6 +57,13 @@ func (o Op) Valid() bool { return o == OpUpsert || o == OpDelete }
 type Origin struct {
 	DeviceID   string
 	MutationID string
+	// BaseVersion is the record version a device's change was based on
+	// (0: the device believed the record did not exist).
+	BaseVersion uint64
+	// After names the device's earlier mutation of the same record that this
+	// one builds on while both are unconfirmed ("" if none). Ingest accepts
+	// the change on top of that mutation's result.
+	After string
 }
 
 // IsServer reports whether the change originated on the server side.
@@ -120,6 +127,11 @@ func (e *Envelope) Validate() error {
 		}
 		if err := ValidToken(e.Origin.MutationID); err != nil {
 			return fieldErr("origin.mutation", ErrInvalidField, err.Error())
+		}
+		if e.Origin.After != "" {
+			if err := ValidToken(e.Origin.After); err != nil {
+				return fieldErr("origin.after", ErrInvalidField, err.Error())
+			}
 		}
 	}
 	if e.Timestamp.IsZero() {

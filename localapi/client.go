@@ -36,7 +36,9 @@ type APIError struct {
 	Message string
 }
 
-func (e *APIError) Error() string { return fmt.Sprintf("agent API: %s (%d): %s", e.Code, e.Status, e.Message) }
+func (e *APIError) Error() string {
+	return fmt.Sprintf("agent API: %s (%d): %s", e.Code, e.Status, e.Message)
+}
 
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
 	var rd io.Reader
@@ -95,4 +97,24 @@ func (c *Client) Records(ctx context.Context, q store.Query) ([]store.Record, er
 func (c *Client) Sync(ctx context.Context, scope agent.Scope) error {
 	var out map[string]any
 	return c.do(ctx, http.MethodPost, "/v1/sync", SyncRequest{Scope: string(scope)}, &out)
+}
+
+// Write makes a local change.
+func (c *Client) Write(ctx context.Context, r agent.WriteRequest) (WriteResponse, error) {
+	var out WriteResponse
+	return out, c.do(ctx, http.MethodPost, "/v1/records", r, &out)
+}
+
+// Conflicts lists the sync errors of local writes.
+func (c *Client) Conflicts(ctx context.Context) ([]store.Conflict, error) {
+	var out struct {
+		Conflicts []store.Conflict `json:"conflicts"`
+	}
+	return out.Conflicts, c.do(ctx, http.MethodGet, "/v1/conflicts", nil, &out)
+}
+
+// Resolve settles a sync error with "undo", "undelete" or "retry".
+func (c *Client) Resolve(ctx context.Context, id, action string) error {
+	var out map[string]any
+	return c.do(ctx, http.MethodPost, "/v1/conflicts/"+url.PathEscape(id)+"/"+url.PathEscape(action), nil, &out)
 }

@@ -22,6 +22,9 @@ type Backend interface {
 	Status(ctx context.Context) (agent.Status, error)
 	Records(ctx context.Context, q store.Query) ([]store.Record, error)
 	RequestSync(scope agent.Scope) error
+	Write(ctx context.Context, r agent.WriteRequest) (store.Mutation, error)
+	Conflicts(ctx context.Context) ([]store.Conflict, error)
+	Resolve(ctx context.Context, mutationID, action string) (*store.Mutation, error)
 }
 
 // ErrNotLoopback: the API refuses to listen on a non-loopback address.
@@ -44,6 +47,9 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /v1/status", h.status)
 	mux.HandleFunc("GET /v1/records", h.records)
 	mux.HandleFunc("POST /v1/sync", h.sync)
+	mux.HandleFunc("POST /v1/records", h.write)
+	mux.HandleFunc("GET /v1/conflicts", h.conflicts)
+	mux.HandleFunc("POST /v1/conflicts/{id}/{action}", h.resolve)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no route "+r.Method+" "+r.URL.Path)
 	})
@@ -102,6 +108,60 @@ func parseQuery(r *http.Request) (store.Query, error) {
 		}
 	}
 	return q, nil
+}
+
+// WriteResponse answers POST /v1/records.
+type WriteResponse struct {
+	MutationID  string `json:"mutation_id"`
+	BaseVersion uint64 `json:"base_version"`
+	State       string `json:"state"`
+}
+
+func (h *handler) write(w http.ResponseWriter, r *http.Request) {
+	var req agent.WriteRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, events.MaxBodySize*4))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", "body: "+err.Error())
+		return
+	}
+	m, err := h.b.Write(r.Context(), req)
+	if errors.Is(err, agent.ErrBadWrite) {
+		writeError(w, http.StatusBadRequest, "bad_write", err.Error())
+		return
+	}
+	if err != nil {
+		h.internal(w, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, WriteResponse{MutationID: m.MutationID, BaseVersion: m.BaseVersion, State: m.State})
+}
+
+func (h *handler) conflicts(w http.ResponseWriter, r *http.Request) {
+	cs, err := h.b.Conflicts(r.Context())
+	if err != nil {
+		h.internal(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"conflicts": cs, "count": len(cs)})
+}
+
+func (h *handler) resolve(w http.ResponseWriter, r *http.Request) {
+	m, err := h.b.Resolve(r.Context(), r.PathValue("id"), r.PathValue("action"))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, store.ErrCannotResolve):
+		writeError(w, http.StatusConflict, "cannot_resolve", err.Error())
+	case err != nil:
+		h.internal(w, err)
+	default:
+		resp := map[string]any{"resolved": r.PathValue("id"), "action": r.PathValue("action")}
+		if m != nil {
+			resp["mutation_id"] = m.MutationID
+		}
+		writeJSON(w, http.StatusOK, resp)
+	}
 }
 
 // SyncRequest is the body of POST /v1/sync.

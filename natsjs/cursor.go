@@ -18,6 +18,10 @@ type CursorSpec struct {
 	// the tenant-wide admin data.
 	Unit    string
 	Channel events.Channel
+	// Stream and Filter, when set, override the stream and subject filter
+	// derived from Unit and Channel (e.g. a device's ingest results).
+	Stream string
+	Filter string
 	// Durable is the consumer name, unique per (device, unit, channel); see
 	// [DurableName].
 	Durable string
@@ -51,6 +55,16 @@ func DurableName(device string, ch events.Channel) (string, error) {
 	return "fsdev_" + device + "_" + string(ch), nil
 }
 
+// ResultsCursorSpec returns the spec of a device's cursor over its ingest
+// results, from the device's results checkpoint.
+func ResultsCursorSpec(device string, after uint64) (CursorSpec, error) {
+	filter, err := events.DeviceResultSubjects(device)
+	if err != nil {
+		return CursorSpec{}, err
+	}
+	return CursorSpec{Stream: events.ResultStream, Filter: filter, Durable: "fsres_" + device, After: after}, nil
+}
+
 // Delivery is one message read from a unit stream.
 type Delivery struct {
 	Subject   string
@@ -77,7 +91,7 @@ type Cursor struct {
 // when it is missing or its position differs from the device's checkpoint.
 func openCursor(ctx context.Context, js jetstream.JetStream, spec CursorSpec) (*Cursor, error) {
 	spec = spec.withDefaults()
-	stream, err := events.OrgStream(spec.Unit)
+	stream, err := spec.stream()
 	if err != nil {
 		return nil, err
 	}
@@ -91,6 +105,9 @@ func openCursor(ctx context.Context, js jetstream.JetStream, spec CursorSpec) (*
 		return nil, err
 	}
 	info := c.cons.CachedInfo()
+	if !c.Recreated && info.NumPending == 0 {
+		info = settledInfo(ctx, c.cons, info)
+	}
 	c.pending = info.NumPending
 	c.caughtUp = info.NumPending == 0
 	c.it, err = c.cons.Messages(jetstream.PullMaxMessages(spec.Buffer))
@@ -98,6 +115,22 @@ func openCursor(ctx context.Context, js jetstream.JetStream, spec CursorSpec) (*
 		return nil, fmt.Errorf("natsjs: read %s: %w", spec.Durable, err)
 	}
 	return c, nil
+}
+
+// settledInfo re-reads a reused durable's info that says nothing is
+// pending: the broker updates a consumer's pending count a moment after a
+// publish is acknowledged, and a sync opened in that gap would skip the
+// change until its next run.
+func settledInfo(ctx context.Context, cons jetstream.Consumer, info *jetstream.ConsumerInfo) *jetstream.ConsumerInfo {
+	for i := 0; i < 2 && info.NumPending == 0; i++ {
+		time.Sleep(2 * time.Millisecond)
+		fresh, err := cons.Info(ctx)
+		if err != nil {
+			break
+		}
+		info = fresh
+	}
+	return info
 }
 
 func (s CursorSpec) withDefaults() CursorSpec {
@@ -113,8 +146,22 @@ func (s CursorSpec) withDefaults() CursorSpec {
 	return s
 }
 
+func (s CursorSpec) stream() (string, error) {
+	if s.Stream != "" {
+		return s.Stream, nil
+	}
+	return events.OrgStream(s.Unit)
+}
+
+func (s CursorSpec) filter() (string, error) {
+	if s.Filter != "" {
+		return s.Filter, nil
+	}
+	return events.ChannelFilter(s.Unit, s.Channel)
+}
+
 func bindDurable(ctx context.Context, s jetstream.Stream, spec CursorSpec) (jetstream.Consumer, bool, error) {
-	filter, err := events.ChannelFilter(spec.Unit, spec.Channel)
+	filter, err := spec.filter()
 	if err != nil {
 		return nil, false, err
 	}
@@ -158,7 +205,7 @@ func checkFirstSeq(ctx context.Context, s jetstream.Stream, after uint64) error 
 	if err != nil {
 		return fmt.Errorf("natsjs: stream info: %w", err)
 	}
-	if st := info.State; st.Msgs > 0 && after+1 < st.FirstSeq {
+	if st := info.State; after+1 < st.FirstSeq {
 		return fmt.Errorf("%w: checkpoint %d, stream starts at %d", ErrCheckpointTooOld, after, st.FirstSeq)
 	}
 	return nil

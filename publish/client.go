@@ -52,6 +52,21 @@ func decodeJSON(data []byte, r *Request) error {
 	return nil
 }
 
+// DecodeBody parses a JSON object as a record body, keeping integral
+// numbers as integers (a plain json.Unmarshal would round large ones).
+func DecodeBody(data []byte) (map[string]any, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("body: %w", err)
+	}
+	if m == nil {
+		return nil, fmt.Errorf("body: want a JSON object")
+	}
+	return normalise(m).(map[string]any), nil
+}
+
 // normalise turns json.Number into int64 where integral, float64 otherwise.
 func normalise(v any) any {
 	switch x := v.(type) {

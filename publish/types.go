@@ -19,7 +19,7 @@ type Request struct {
 	Kind     string         `json:"kind"`
 	RecordID string         `json:"record_id"`
 	Op       string         `json:"op"` // "upsert" (default) or "delete"
-	Body     map[string]any `json:"body,omitempty"`
+	Body     map[string]any `json:"body"`
 	// ExpectedVersion, when set, is the version the change is based on (0:
 	// the record must not exist). A mismatch answers with code "conflict".
 	ExpectedVersion *uint64 `json:"expected_version,omitempty"`

@@ -82,6 +82,9 @@ func (b *Batch) split(cp uint64) ([]projections.Change, []projections.Reject) {
 }
 
 func upsert(ctx context.Context, tx *sql.Tx, ch events.Channel, changes []projections.Change) error {
+	if len(changes) == 0 {
+		return nil
+	}
 	t := table(ch)
 	up, err := tx.PrepareContext(ctx, `INSERT INTO `+t+` (org_unit, kind, record_id, version, event_id, origin, updated_at, body)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)

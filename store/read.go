@@ -24,6 +24,9 @@ type Record struct {
 	Origin    string         `json:"origin,omitempty"`
 	UpdatedAt time.Time      `json:"updated_at"`
 	Body      map[string]any `json:"body"`
+	// Pending is set on the device's own change not yet confirmed by the
+	// server; Version is then the server version it was based on.
+	Pending bool `json:"pending,omitempty"`
 	// RawBody is the msgpack encoding Body was decoded from.
 	RawBody []byte `json:"-"`
 }
@@ -32,8 +35,8 @@ type Record struct {
 type Query struct {
 	Channel events.Channel
 	Kind    string // optional
-	// Unit filters on one org unit; AnyUnit (the default) means all units,
-	// "" the tenant-wide data.
+	// Unit filters on one org unit: [AnyUnit] selects all units, "" (the
+	// zero value) the tenant-wide data only.
 	Unit   string
 	Limit  int // default 100, at most 10,000
 	Offset int
@@ -45,9 +48,11 @@ const AnyUnit = "*"
 // ErrBadQuery wraps every invalid [Query].
 var ErrBadQuery = errors.New("store: bad query")
 
-// Records returns the records matching q ordered by unit, kind and id.
+// Records returns the live view of the records matching q, ordered by
+// unit, kind and id: the server state with the device's own unconfirmed
+// changes on top (Pending set on those; a pending delete hides the record).
 func (db *DB) Records(ctx context.Context, q Query) ([]Record, error) {
-	where, args, err := q.where()
+	conds, args, err := q.conds()
 	if err != nil {
 		return nil, err
 	}
@@ -55,8 +60,19 @@ func (db *DB) Records(ctx context.Context, q Query) ([]Record, error) {
 		q.Limit = 100
 	}
 	q.Limit = min(q.Limit, 10000)
-	rows, err := db.reader.QueryContext(ctx, `SELECT org_unit, kind, record_id, version, event_id, origin, updated_at, body FROM `+
-		table(q.Channel)+where+` ORDER BY org_unit, kind, record_id LIMIT ? OFFSET ?`, append(args, q.Limit, q.Offset)...)
+	t := table(q.Channel)
+	cols := `org_unit, kind, record_id, version, event_id, origin, updated_at, body, 0`
+	sqlText, sqlArgs := `SELECT `+cols+` FROM `+t+where(conds), args
+	if has, err := db.hasPending(ctx, q.Channel); err != nil {
+		return nil, err
+	} else if has {
+		sqlText = `SELECT ` + cols + ` FROM ` + t + ` r` + where(append(conds, notPending)) + ` UNION ALL
+			SELECT org_unit, kind, record_id, coalesce((SELECT version FROM ` + t + ` r WHERE r.org_unit = p.org_unit AND r.kind = p.kind
+			AND r.record_id = p.record_id), 0), mutation_id, 'local', updated_at, body, 1 FROM pending p` +
+			where(append(conds, "channel = ?", "deleted = 0"))
+		sqlArgs = append(append(append(append([]any{}, args...), string(q.Channel)), args...), string(q.Channel))
+	}
+	rows, err := db.reader.QueryContext(ctx, sqlText+` ORDER BY 1, 2, 3 LIMIT ? OFFSET ?`, append(sqlArgs, q.Limit, q.Offset)...)
 	if err != nil {
 		return nil, fmt.Errorf("store: records: %w", err)
 	}
@@ -72,22 +88,44 @@ func (db *DB) Records(ctx context.Context, q Query) ([]Record, error) {
 	return out, rows.Err()
 }
 
-// Count returns how many records match q (Limit and Offset ignored).
+// notPending keeps server records the device has no unconfirmed change of.
+const notPending = `NOT EXISTS (SELECT 1 FROM pending p WHERE p.channel = ? AND p.org_unit = r.org_unit AND p.kind = r.kind AND p.record_id = r.record_id)`
+
+func (db *DB) hasPending(ctx context.Context, ch events.Channel) (bool, error) {
+	var n int
+	err := db.reader.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM pending WHERE channel = ? LIMIT 1)`, string(ch)).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("store: pending: %w", err)
+	}
+	return n > 0, nil
+}
+
+// Count returns how many records of the live view match q (Limit and
+// Offset ignored).
 func (db *DB) Count(ctx context.Context, q Query) (int, error) {
-	where, args, err := q.where()
+	conds, args, err := q.conds()
 	if err != nil {
 		return 0, err
 	}
+	t := table(q.Channel)
+	sqlText, sqlArgs := `SELECT count(*) FROM `+t+where(conds), args
+	if has, err := db.hasPending(ctx, q.Channel); err != nil {
+		return 0, err
+	} else if has {
+		sqlText = `SELECT (SELECT count(*) FROM ` + t + ` r` + where(append(conds, notPending)) + `) +
+			(SELECT count(*) FROM pending` + where(append(conds, "channel = ?", "deleted = 0")) + `)`
+		sqlArgs = append(append(append(append([]any{}, args...), string(q.Channel)), args...), string(q.Channel))
+	}
 	var n int
-	if err := db.reader.QueryRowContext(ctx, `SELECT count(*) FROM `+table(q.Channel)+where, args...).Scan(&n); err != nil {
+	if err := db.reader.QueryRowContext(ctx, sqlText, sqlArgs...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("store: count: %w", err)
 	}
 	return n, nil
 }
 
-func (q Query) where() (string, []any, error) {
+func (q Query) conds() ([]string, []any, error) {
 	if !q.Channel.Valid() {
-		return "", nil, fmt.Errorf("%w: unknown channel %q", ErrBadQuery, q.Channel)
+		return nil, nil, fmt.Errorf("%w: unknown channel %q", ErrBadQuery, q.Channel)
 	}
 	var conds []string
 	var args []any
@@ -96,20 +134,24 @@ func (q Query) where() (string, []any, error) {
 	}
 	if q.Kind != "" {
 		if err := events.ValidKind(q.Channel, q.Kind); err != nil {
-			return "", nil, fmt.Errorf("%w: %v", ErrBadQuery, err)
+			return nil, nil, fmt.Errorf("%w: %v", ErrBadQuery, err)
 		}
 		conds, args = append(conds, "kind = ?"), append(args, q.Kind)
 	}
+	return conds, args, nil
+}
+
+func where(conds []string) string {
 	if len(conds) == 0 {
-		return "", nil, nil
+		return ""
 	}
-	return " WHERE " + strings.Join(conds, " AND "), args, nil
+	return " WHERE " + strings.Join(conds, " AND ")
 }
 
 func scanRecord(rows *sql.Rows, ch events.Channel) (Record, error) {
 	r := Record{Channel: ch}
 	var version, at int64
-	if err := rows.Scan(&r.OrgUnit, &r.Kind, &r.RecordID, &version, &r.EventID, &r.Origin, &at, &r.RawBody); err != nil {
+	if err := rows.Scan(&r.OrgUnit, &r.Kind, &r.RecordID, &version, &r.EventID, &r.Origin, &at, &r.RawBody, &r.Pending); err != nil {
 		return r, fmt.Errorf("store: scan record: %w", err)
 	}
 	r.Version, r.UpdatedAt = uint64(version), time.UnixMilli(at).UTC()

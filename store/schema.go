@@ -31,6 +31,48 @@ var migrations = []string{
 		code     TEXT NOT NULL,
 		message  TEXT NOT NULL);` +
 		recordTable(events.ChannelEvents) + recordTable(events.ChannelAdmin) + recordTable(events.ChannelDocuments),
+	// 2: offline writes. outbox queues the device's mutations in order;
+	// pending is the live overlay (the device's own unconfirmed state of a
+	// record, shown on top of the server's); retention schedules the
+	// removal of events created on the device after they were accepted.
+	`CREATE TABLE outbox (
+		seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+		mutation_id    TEXT NOT NULL UNIQUE,
+		org_unit       TEXT NOT NULL,
+		channel        TEXT NOT NULL,
+		kind           TEXT NOT NULL,
+		record_id      TEXT NOT NULL,
+		op             TEXT NOT NULL,
+		base_version   INTEGER NOT NULL,
+		after_mutation TEXT NOT NULL DEFAULT '',
+		body           BLOB,
+		created_at     INTEGER NOT NULL,
+		state          TEXT NOT NULL DEFAULT 'queued',
+		sent_at        INTEGER NOT NULL DEFAULT 0,
+		reason         TEXT NOT NULL DEFAULT '',
+		message        TEXT NOT NULL DEFAULT '',
+		server_version INTEGER NOT NULL DEFAULT 0,
+		server_deleted INTEGER NOT NULL DEFAULT 0,
+		server_body    BLOB,
+		decided_at     INTEGER NOT NULL DEFAULT 0);
+	CREATE INDEX outbox_state ON outbox (state, seq);
+	CREATE INDEX outbox_record ON outbox (org_unit, channel, kind, record_id, seq);
+	CREATE TABLE pending (
+		org_unit    TEXT NOT NULL,
+		channel     TEXT NOT NULL,
+		kind        TEXT NOT NULL,
+		record_id   TEXT NOT NULL,
+		deleted     INTEGER NOT NULL,
+		body        BLOB,
+		mutation_id TEXT NOT NULL,
+		updated_at  INTEGER NOT NULL,
+		PRIMARY KEY (org_unit, channel, kind, record_id)) WITHOUT ROWID;
+	CREATE TABLE retention (
+		org_unit  TEXT NOT NULL,
+		kind      TEXT NOT NULL,
+		record_id TEXT NOT NULL,
+		until     INTEGER NOT NULL,
+		PRIMARY KEY (org_unit, kind, record_id)) WITHOUT ROWID;`,
 }
 
 // recordTable is the projection table of one channel. Its indexes are

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/nats-io/nats.go"
@@ -19,9 +18,11 @@ func newPublishCmd() *cobra.Command {
 		Short: "Append one server-side change through the publish API",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if body != "" {
-				if err := json.Unmarshal([]byte(body), &r.Body); err != nil {
+				b, err := publish.DecodeBody([]byte(body))
+				if err != nil {
 					return fmt.Errorf("--body: %w", err)
 				}
+				r.Body = b
 			}
 			if expected >= 0 {
 				v := uint64(expected)

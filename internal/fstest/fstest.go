@@ -46,6 +46,9 @@ func MustStartBroker(tb testing.TB, units ...string) *Broker {
 	if err := c.Provision(ctx, units, natsjs.StreamPolicy{}); err != nil {
 		tb.Fatal(err)
 	}
+	if err := c.ProvisionIngest(ctx, natsjs.IngestPolicy{}); err != nil {
+		tb.Fatal(err)
+	}
 	tb.Cleanup(func() {
 		nc.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -1,0 +1,153 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nuid"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/natsjs"
+	"github.com/fieldsync/fieldsync/store"
+)
+
+// ErrBadWrite wraps every refused local write.
+var ErrBadWrite = errors.New("agent: bad write")
+
+// WriteRequest is a local change the tablet app makes (POST /v1/records).
+type WriteRequest struct {
+	OrgUnit  string         `json:"org_unit"`
+	Channel  string         `json:"channel"`
+	Kind     string         `json:"kind"`
+	RecordID string         `json:"id"`
+	Op       string         `json:"op"` // upsert (default) or delete
+	Body     map[string]any `json:"body,omitempty"`
+}
+
+// newMutationID returns a fresh mutation id (unique per device).
+func newMutationID() string { return "m" + nuid.Next() }
+
+// validWrite checks a write against the wire contract and the device's
+// org units.
+func (s *Syncer) validWrite(r WriteRequest) (store.Write, error) {
+	if r.Op == "" {
+		r.Op = string(events.OpUpsert)
+	}
+	w := store.Write{Addr: events.Address{OrgUnit: r.OrgUnit, Channel: events.Channel(r.Channel), Kind: r.Kind, RecordID: r.RecordID}, Op: events.Op(r.Op)}
+	if err := w.Addr.Validate(); err != nil {
+		return w, fmt.Errorf("%w: %v", ErrBadWrite, err)
+	}
+	if !slices.Contains(s.cfg.OrgUnits, r.OrgUnit) {
+		return w, fmt.Errorf("%w: org unit %q is not one of this device's (%v)", ErrBadWrite, r.OrgUnit, s.cfg.OrgUnits)
+	}
+	switch {
+	case w.Op == events.OpDelete && r.Body != nil:
+		return w, fmt.Errorf("%w: a delete carries no body", ErrBadWrite)
+	case w.Op == events.OpUpsert && r.Body == nil:
+		return w, fmt.Errorf("%w: an upsert needs a body", ErrBadWrite)
+	case !w.Op.Valid():
+		return w, fmt.Errorf("%w: unknown op %q", ErrBadWrite, r.Op)
+	}
+	if r.Body != nil {
+		b, err := marshalBody(r.Body)
+		if err != nil {
+			return w, fmt.Errorf("%w: body: %v", ErrBadWrite, err)
+		}
+		if len(b) > events.MaxBodySize {
+			return w, fmt.Errorf("%w: body is %d bytes, limit %d", ErrBadWrite, len(b), events.MaxBodySize)
+		}
+		w.Body = b
+	}
+	return w, nil
+}
+
+// Write applies a local change to the live view and queues it for upload.
+func (s *Syncer) Write(ctx context.Context, r WriteRequest) (store.Mutation, error) {
+	w, err := s.validWrite(r)
+	if err != nil {
+		return store.Mutation{}, err
+	}
+	return s.db.LocalWrite(ctx, w, newMutationID(), time.Now())
+}
+
+// Upload publishes every queued write, oldest first, and marks each sent
+// once the broker has stored it. A crash between the two re-sends it on
+// the next run; ingest applies it once either way.
+func (s *Syncer) Upload(ctx context.Context) (int, error) {
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
+	sent := 0
+	for {
+		queued, err := s.db.Queued(ctx, 500)
+		if err != nil || len(queued) == 0 {
+			return sent, err
+		}
+		for _, m := range queued {
+			s.trace("upload " + m.MutationID)
+			if _, err := s.client.PublishUpload(ctx, m.Envelope(s.cfg.DeviceID)); err != nil {
+				return sent, err
+			}
+			if s.beforeMarkSent != nil {
+				s.beforeMarkSent(m)
+			}
+			if err := s.db.MarkSent(ctx, m.MutationID, time.Now()); err != nil {
+				return sent, err
+			}
+			sent++
+		}
+	}
+}
+
+// Results applies the ingest results waiting for this device.
+func (s *Syncer) Results(ctx context.Context) (int, error) {
+	s.resMu.Lock()
+	defer s.resMu.Unlock()
+	after, err := s.db.ResultsCheckpoint(ctx)
+	if err != nil {
+		return 0, err
+	}
+	spec, err := natsjs.ResultsCursorSpec(s.cfg.DeviceID, after)
+	if err != nil {
+		return 0, err
+	}
+	spec.StallTimeout, spec.InactiveThreshold = s.cfg.StallTimeout, s.cfg.DurableInactive
+	cur, err := s.client.OpenCursor(ctx, spec)
+	if err != nil {
+		return 0, err
+	}
+	defer cur.Close()
+	n := 0
+	for !cur.CaughtUp() {
+		ds, err := cur.Next(ctx, 500)
+		if err != nil {
+			return n, err
+		}
+		b := store.ResultsBatch{RetainEvents: s.cfg.RetainEvents(), Now: time.Now()}
+		for _, d := range ds {
+			b.LastSeq = d.StreamSeq
+			r, err := events.DecodeResult(d.Data)
+			if err != nil {
+				s.log.Warn("unreadable ingest result skipped", "seq", d.StreamSeq, "err", err)
+				continue
+			}
+			b.Results = append(b.Results, r)
+		}
+		if err := s.db.ApplyResults(ctx, b); err != nil {
+			return n, err
+		}
+		n += len(b.Results)
+	}
+	return n, nil
+}
+
+func (s *Syncer) trace(op string) {
+	if s.onTrace != nil {
+		s.onTrace(op)
+	}
+}
+
+func marshalBody(m map[string]any) ([]byte, error) { return msgpack.Marshal(m) }

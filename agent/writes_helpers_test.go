@@ -1,0 +1,136 @@
+package agent
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/ingest"
+	"github.com/fieldsync/fieldsync/internal/fstest"
+	"github.com/fieldsync/fieldsync/store"
+)
+
+// startIngest runs the server-side ingest against b until the test ends.
+func startIngest(t *testing.T, b *fstest.Broker, rights ingest.Rights) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ingest.New(b.Client, ingest.Options{Rights: rights}).Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ingest: %v", err)
+		}
+	})
+}
+
+// settle uploads and applies results until no write is pending.
+func settle(t *testing.T, s *Syncer) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := s.Upload(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Results(ctx); err != nil {
+			t.Fatal(err)
+		}
+		c, err := s.db.OutboxCounts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c[store.StateQueued]+c[store.StateSent] == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("writes still pending after 30s: %v", c)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func mustWrite(t *testing.T, s *Syncer, unit, kind, id string, body map[string]any) store.Mutation {
+	t.Helper()
+	r := WriteRequest{OrgUnit: unit, Channel: string(events.ChannelEvents), Kind: kind, RecordID: id, Body: body}
+	if body == nil {
+		r.Op = string(events.OpDelete)
+	}
+	m, err := s.Write(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// deviceChanges returns the device-made changes in unit's stream, in
+// stream order.
+func deviceChanges(t *testing.T, b *fstest.Broker, unit string) []*events.Envelope {
+	t.Helper()
+	ctx := context.Background()
+	js, err := jetstream.New(b.Client.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, _ := events.OrgStream(unit)
+	cons, err := js.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*events.Envelope
+	left := int(info.NumPending)
+	for left > 0 {
+		batch, err := cons.Fetch(min(left, 1000), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			left--
+			e, err := events.Decode(m.Data())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Origin.DeviceID != "" {
+				out = append(out, e)
+			}
+		}
+	}
+	return out
+}
+
+// modelOf returns a serverModel holding what db's live view shows.
+func modelOf(t *testing.T, db *store.DB) serverModel {
+	t.Helper()
+	m := serverModel{}
+	for _, ch := range events.Channels {
+		recs, err := db.Records(context.Background(), store.Query{Channel: ch, Unit: store.AnyUnit, Limit: 10000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			if r.Pending {
+				t.Fatalf("record %s/%s still pending", r.Kind, r.RecordID)
+			}
+			m[events.Address{OrgUnit: r.OrgUnit, Channel: ch, Kind: r.Kind, RecordID: r.RecordID}] = modelRecord{version: r.Version, body: r.RawBody}
+		}
+	}
+	return m
+}
+
+// freshView syncs a new device of units from scratch and returns what the
+// server holds, as that device sees it.
+func freshView(t *testing.T, b *fstest.Broker, units ...string) serverModel {
+	t.Helper()
+	db := mustOpenDB(t)
+	if _, err := NewSyncer(testConfig("observer", units...), b.Client, db, nil).Sync(context.Background(), ScopeFull); err != nil {
+		t.Fatal(err)
+	}
+	return modelOf(t, db)
+}

@@ -1,0 +1,112 @@
+package broker_test
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fieldsync/fieldsync/broker"
+)
+
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "broker.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestConfig_LoadConfig(t *testing.T) {
+	t.Run("empty file", func(t *testing.T) {
+		cfg, err := broker.LoadConfig(writeConfig(t, ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(cfg, broker.Config{}.WithDefaults()) {
+			t.Fatalf("got %+v, want the defaults", cfg)
+		}
+		if cfg.DataDir != "fieldsync-data" || cfg.NATS.Host != "127.0.0.1" || cfg.NATS.Port != 4222 || cfg.HTTPAddr != "127.0.0.1:8222" {
+			t.Fatalf("defaults: %+v", cfg)
+		}
+		if cfg.JetStreamDir() != filepath.Join("fieldsync-data", "jetstream") {
+			t.Fatalf("jetstream dir %q", cfg.JetStreamDir())
+		}
+	})
+	t.Run("comments only", func(t *testing.T) {
+		cfg, err := broker.LoadConfig(writeConfig(t, "# nothing set\n"))
+		if err != nil || !reflect.DeepEqual(cfg, broker.Config{}.WithDefaults()) {
+			t.Fatalf("got %+v, %v", cfg, err)
+		}
+	})
+	t.Run("values", func(t *testing.T) {
+		cfg, err := broker.LoadConfig(writeConfig(t, `
+data_dir: /var/lib/fs
+nats:
+  port: 4333
+  sync_interval: 3s
+http_addr: 127.0.0.1:9000
+org_units: [north, south]
+streams:
+  history: 4
+  duplicates: 90s
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.NATS.SyncInterval != 3*time.Second {
+			t.Fatalf("sync_interval %v, want 3s", cfg.NATS.SyncInterval)
+		}
+		if cfg.Streams.Duplicates != 90*time.Second || cfg.Streams.History != 4 {
+			t.Fatalf("streams %+v", cfg.Streams)
+		}
+		if cfg.DataDir != "/var/lib/fs" || cfg.NATS.Port != 4333 || cfg.NATS.Host != "127.0.0.1" || cfg.HTTPAddr != "127.0.0.1:9000" ||
+			strings.Join(cfg.OrgUnits, ",") != "north,south" {
+			t.Fatalf("config %+v", cfg)
+		}
+	})
+	errCases := map[string]string{
+		"unknown key":        "data_dir: x\ncolour: red\n",
+		"unknown nested key": "nats:\n  hots: 0.0.0.0\n",
+		"bad org unit":       "org_units: [north, \"a.b\"]\n",
+		"wildcard org unit":  "org_units: [\"*\"]\n",
+		"bad duration":       "nats:\n  sync_interval: soon\n",
+		"not yaml":           "org_units: [north\n",
+	}
+	for name, yaml := range errCases {
+		t.Run(name, func(t *testing.T) {
+			if cfg, err := broker.LoadConfig(writeConfig(t, yaml)); err == nil {
+				t.Fatalf("accepted %q as %+v", yaml, cfg)
+			}
+		})
+	}
+	t.Run("missing file", func(t *testing.T) {
+		if _, err := broker.LoadConfig(filepath.Join(t.TempDir(), "nope.yaml")); err == nil {
+			t.Fatal("no error for a missing file")
+		}
+	})
+}
+
+func TestConfig_WithDefaults(t *testing.T) {
+	var c broker.Config
+	c.NATS.Port = -1
+	c.DataDir = "d"
+	got := c.WithDefaults()
+	if got.NATS.Port != -1 || got.DataDir != "d" || got.HTTPAddr != "127.0.0.1:8222" {
+		t.Fatalf("WithDefaults overrode set keys or missed unset ones: %+v", got)
+	}
+}
+
+func TestConfig_Validate(t *testing.T) {
+	if err := (broker.Config{OrgUnits: []string{"north", "south-2"}}).Validate(); err != nil {
+		t.Fatalf("valid units rejected: %v", err)
+	}
+	for _, u := range []string{"a.b", "", "-x", "a b", ">"} {
+		if err := (broker.Config{OrgUnits: []string{u}}).Validate(); err == nil {
+			t.Errorf("org unit %q accepted", u)
+		}
+	}
+}

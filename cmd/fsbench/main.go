@@ -1,0 +1,25 @@
+// Command fsbench runs fieldsync's benchmarks. Each prints its figure next
+// to the limit it is measured against, measured in the same run:
+//
+//	fsbench initial-sync --records 1000000
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	root := &cobra.Command{Use: "fsbench", Short: "fieldsync benchmarks", SilenceUsage: true}
+	root.AddCommand(newInitialSyncCmd(), newAgentChildCmd())
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,50 @@
+package events
+
+import (
+	"fmt"
+	"strings"
+)
+
+// UploadSubject returns the subject a device publishes its change to
+// address a on: fs.up.<device>.<unit>.<channel>.<kind>.<id>. Devices write
+// org unit data only; tenant-wide admin data is the server side's.
+func UploadSubject(device string, a Address) (string, error) {
+	if err := ValidToken(device); err != nil {
+		return "", fmt.Errorf("%w: device: %v", ErrBadSubject, err)
+	}
+	if a.OrgUnit == "" {
+		return "", fmt.Errorf("%w: devices cannot write tenant-wide data", ErrBadSubject)
+	}
+	if err := a.Validate(); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrBadSubject, err)
+	}
+	return strings.Join([]string{subjectRoot, uploadToken, device, a.OrgUnit, string(a.Channel), a.Kind, a.RecordID}, "."), nil
+}
+
+// ParseUploadSubject returns the device and record address of an upload
+// subject, or an error wrapping [ErrBadSubject].
+func ParseUploadSubject(subject string) (string, Address, error) {
+	t := strings.Split(subject, ".")
+	if len(t) != 7 || t[0] != subjectRoot || t[1] != uploadToken {
+		return "", Address{}, fmt.Errorf("%w: %q: want fs.up.<device>.<unit>.<channel>.<kind>.<id>", ErrBadSubject, subject)
+	}
+	if err := ValidToken(t[2]); err != nil {
+		return "", Address{}, fmt.Errorf("%w: %q: device: %v", ErrBadSubject, subject, err)
+	}
+	a := Address{OrgUnit: t[3], Channel: Channel(t[4]), Kind: t[5], RecordID: t[6]}
+	if err := a.Validate(); err != nil {
+		return "", Address{}, fmt.Errorf("%w: %q: %v", ErrBadSubject, subject, err)
+	}
+	return t[2], a, nil
+}
+
+// ResultSubject returns the subject ingest publishes the result of a
+// device's mutation on: fs.res.<device>.<mutationID>.
+func ResultSubject(device, mutationID string) (string, error) {
+	for _, tok := range []string{device, mutationID} {
+		if err := ValidToken(tok); err != nil {
+			return "", err
+		}
+	}
+	return subjectRoot + "." + resultToken + "." + device + "." + mutationID, nil
+}

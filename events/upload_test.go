@@ -1,0 +1,63 @@
+package events_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/fieldsync/fieldsync/events"
+)
+
+func TestUploadSubject(t *testing.T) {
+	a := events.Address{OrgUnit: "north", Channel: events.ChannelEvents, Kind: "event", RecordID: "r1"}
+	s, err := events.UploadSubject("tab-1", a)
+	if err != nil || s != "fs.up.tab-1.north.events.event.r1" {
+		t.Fatalf("UploadSubject = %q, %v", s, err)
+	}
+	dev, got, err := events.ParseUploadSubject(s)
+	if err != nil || dev != "tab-1" || got != a {
+		t.Fatalf("ParseUploadSubject = %q %+v %v", dev, got, err)
+	}
+	if _, err := events.UploadSubject("tab.1", a); !errors.Is(err, events.ErrBadSubject) {
+		t.Fatalf("dotted device accepted: %v", err)
+	}
+	if _, err := events.UploadSubject("tab1", events.Address{Channel: events.ChannelAdmin, Kind: "setting", RecordID: "x"}); !errors.Is(err, events.ErrBadSubject) {
+		t.Fatalf("tenant-wide upload accepted: %v", err)
+	}
+	for _, bad := range []string{"fs.up.tab1.north.events.event", "fs.up.t*b.north.events.event.r", "fs.org.north.events.event.r1",
+		"fs.up.tab1.north.events.spaceship.r", "fs.up.tab1.north.events.event.r.x"} {
+		if _, _, err := events.ParseUploadSubject(bad); !errors.Is(err, events.ErrBadSubject) {
+			t.Errorf("ParseUploadSubject(%q) = %v, want ErrBadSubject", bad, err)
+		}
+	}
+	if s, err := events.ResultSubject("tab1", "m1"); err != nil || s != "fs.res.tab1.m1" {
+		t.Fatalf("ResultSubject = %q, %v", s, err)
+	}
+}
+
+func TestDecodeResult(t *testing.T) {
+	in := &events.Result{DeviceID: "tab1", MutationID: "m1", Status: events.Conflict, ServerVersion: 9, ServerDeleted: true, At: 5}
+	b, err := events.EncodeResult(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := events.DecodeResult(b)
+	if err != nil || out.Status != in.Status || out.ServerVersion != 9 || !out.ServerDeleted || out.MutationID != "m1" || out.At != 5 {
+		t.Fatalf("round trip: %+v, %v", out, err)
+	}
+	if _, err := events.EncodeResult(&events.Result{DeviceID: "tab1", MutationID: "m1", Status: "maybe"}); !errors.Is(err, events.ErrInvalidField) {
+		t.Fatalf("bad status accepted: %v", err)
+	}
+	for _, bad := range [][]byte{nil, {0xc1}, {0x81, 0xa2, 0x73, 0x74, 0xa1, 0x78}} {
+		if _, err := events.DecodeResult(bad); err == nil {
+			t.Errorf("DecodeResult(%x) accepted", bad)
+		}
+	}
+}
+
+func FuzzDecodeResult(f *testing.F) {
+	b, _ := events.EncodeResult(&events.Result{DeviceID: "d", MutationID: "m", Status: events.Accepted, Version: 3})
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		events.DecodeResult(b) // must not panic
+	})
+}

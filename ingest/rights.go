@@ -1,0 +1,46 @@
+package ingest
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/fieldsync/fieldsync/events"
+)
+
+// Rights says what devices may write.
+type Rights struct {
+	// Devices maps a device id to the org units it may write. When empty,
+	// any device may write any org unit (development and demos); when set,
+	// unlisted devices may write nothing.
+	Devices map[string][]string `yaml:"devices"`
+	// Writable maps a channel to the record kinds devices may create,
+	// change and delete in it. Default: every kind of the events channel;
+	// admin data and documents are the server side's.
+	Writable map[events.Channel][]string `yaml:"writable"`
+}
+
+func (r Rights) withDefaults() Rights {
+	if r.Writable == nil {
+		r.Writable = map[events.Channel][]string{events.ChannelEvents: events.Kinds(events.ChannelEvents)}
+	}
+	return r
+}
+
+// Allowed returns nil if device may write a, else why not.
+func (r Rights) Allowed(device string, a events.Address) error {
+	r = r.withDefaults()
+	if !slices.Contains(r.Writable[a.Channel], a.Kind) {
+		return fmt.Errorf("devices may not write %s records of the %s channel", a.Kind, a.Channel)
+	}
+	if len(r.Devices) == 0 {
+		return nil
+	}
+	units, ok := r.Devices[device]
+	if !ok {
+		return fmt.Errorf("device %s has no write rights", device)
+	}
+	if !slices.Contains(units, a.OrgUnit) {
+		return fmt.Errorf("device %s may not write org unit %s", device, a.OrgUnit)
+	}
+	return nil
+}

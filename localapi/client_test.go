@@ -1,0 +1,106 @@
+package localapi_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"testing"
+
+	"github.com/fieldsync/fieldsync/agent"
+	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/internal/fstest"
+	"github.com/fieldsync/fieldsync/localapi"
+	"github.com/fieldsync/fieldsync/store"
+)
+
+func TestNewClient(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1:7480":         "http://127.0.0.1:7480",
+		"http://127.0.0.1:7480/": "http://127.0.0.1:7480",
+		"https://agent.local":    "https://agent.local",
+	} {
+		if got := localapi.NewClient(in).BaseURL; got != want {
+			t.Errorf("NewClient(%q).BaseURL = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestClient_Status(t *testing.T) {
+	e := startEnv(t)
+	st, err := e.client.Status(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.DeviceID != "tab-1" || st.User != "alice" || st.State != agent.StateUpToDate || st.OnlineOnly || !st.Connected ||
+		len(st.OrgUnits) != 2 || st.LastSyncCompleted == nil || len(st.Channels) != 3 {
+		t.Fatalf("status %+v", st)
+	}
+	// Without the scheme, as the CLI passes it.
+	st2, err := localapi.NewClient(e.base[len("http://"):]).Status(ctxT(t))
+	if err != nil || st2.DeviceID != "tab-1" {
+		t.Fatalf("status via host:port: %+v %v", st2, err)
+	}
+}
+
+func TestClient_Records(t *testing.T) {
+	e := startEnv(t)
+	ctx := ctxT(t)
+	cases := []struct {
+		q    store.Query
+		want string
+	}{
+		{store.Query{Channel: events.ChannelEvents, Unit: store.AnyUnit}, "n-act-1,n-ev-1,n-ev-2,s-ev-1,s-fnd-1"},
+		{store.Query{Channel: events.ChannelEvents, Unit: "north"}, "n-act-1,n-ev-1,n-ev-2"},
+		{store.Query{Channel: events.ChannelEvents, Unit: store.AnyUnit, Kind: "event", Limit: 2, Offset: 1}, "n-ev-2,s-ev-1"},
+		{store.Query{Channel: events.ChannelAdmin, Unit: ""}, "tenant-set-1"},
+		{store.Query{Channel: events.ChannelDocuments, Unit: "south"}, ""},
+	}
+	for _, tc := range cases {
+		recs, err := e.client.Records(ctx, tc.q)
+		if err != nil {
+			t.Fatalf("%+v: %v", tc.q, err)
+		}
+		if got := ids(recs); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.q, got, tc.want)
+		}
+		for _, r := range recs {
+			if r.Version != e.versions[r.RecordID] || r.Body["title"] != "T "+r.RecordID {
+				t.Errorf("record %+v: want version %d", r, e.versions[r.RecordID])
+			}
+		}
+	}
+	_, err := e.client.Records(ctx, store.Query{Channel: "gossip", Unit: store.AnyUnit})
+	var apiErr *localapi.APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusBadRequest || apiErr.Code != "bad_request" {
+		t.Fatalf("bad channel: %v, want a 400 bad_request APIError", err)
+	}
+}
+
+func TestClient_Sync(t *testing.T) {
+	e := startEnv(t)
+	ctx := ctxT(t)
+	err := e.client.Sync(ctx, "bogus")
+	var apiErr *localapi.APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusBadRequest || apiErr.Code != "bad_request" || apiErr.Message == "" {
+		t.Fatalf("bogus scope: %v, want a 400 bad_request APIError", err)
+	}
+
+	before := e.waitUpToDate(t, nil)
+	e.broker.MustPublish(t, fstest.Change(t, "south", events.ChannelDocuments, "document", "s-doc-new", map[string]any{"title": "T s-doc-new"}))
+	if err := e.client.Sync(ctx, agent.ScopeDocuments); err != nil {
+		t.Fatal(err)
+	}
+	st := e.waitUpToDate(t, before.LastSyncCompleted)
+	for _, c := range st.Channels {
+		if c.Channel == events.ChannelDocuments && c.Records != 2 {
+			t.Fatalf("documents after sync: %d records, want 2", c.Records)
+		}
+	}
+}
+
+func TestClient_Unreachable(t *testing.T) {
+	c := localapi.NewClient("127.0.0.1:1")
+	if _, err := c.Status(context.Background()); err == nil {
+		t.Fatal("no error from an unreachable API")
+	}
+}
