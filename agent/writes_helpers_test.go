@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/ingest"
 	"github.com/fieldsync/fieldsync/internal/fstest"
@@ -66,43 +64,9 @@ func mustWrite(t *testing.T, s *Syncer, unit, kind, id string, body map[string]a
 	return m
 }
 
-// deviceChanges returns the device-made changes in unit's stream, in
-// stream order.
+// deviceChanges returns the device-made changes in unit's stream.
 func deviceChanges(t *testing.T, b *fstest.Broker, unit string) []*events.Envelope {
-	t.Helper()
-	ctx := context.Background()
-	js, err := jetstream.New(b.Client.Conn())
-	if err != nil {
-		t.Fatal(err)
-	}
-	name, _ := events.OrgStream(unit)
-	cons, err := js.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*events.Envelope
-	left := int(info.NumPending)
-	for left > 0 {
-		batch, err := cons.Fetch(min(left, 1000), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for m := range batch.Messages() {
-			left--
-			e, err := events.Decode(m.Data())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if e.Origin.DeviceID != "" {
-				out = append(out, e)
-			}
-		}
-	}
-	return out
+	return b.DeviceChanges(t, unit)
 }
 
 // modelOf returns a serverModel holding what db's live view shows.

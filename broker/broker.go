@@ -111,7 +111,7 @@ func (b *Broker) healthz(w http.ResponseWriter, r *http.Request) {
 func (b *Broker) startIngest(ctx context.Context) {
 	ictx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	b.stopIngest, b.ingestDone = cancel, make(chan error, 1)
-	in := ingest.New(b.client, ingest.Options{Rights: b.cfg.Rights, Log: b.log})
+	in := ingest.New(b.client, ingest.Options{Rights: b.cfg.Rights, Policy: b.cfg.Ingest, Log: b.log})
 	go func() {
 		err := in.Run(ictx)
 		if err != nil {

@@ -17,8 +17,9 @@ var errWait = errors.New("ingest: previous mutation not decided yet")
 // before it is rejected as a broken chain.
 const maxWaits = 30
 
-// decide returns the result of upload u, remembering it; nil (with no
-// error) for an upload that names no mutation it could be answered on.
+// decide returns the result of upload u, to be remembered and delivered
+// by the caller; nil (with no error) for an upload that names no mutation
+// it could be answered on.
 func (in *Ingester) decide(ctx context.Context, u *natsjs.Upload) (*events.Result, error) {
 	dev, addr, err := events.ParseUploadSubject(u.Subject)
 	if err != nil {
@@ -41,13 +42,9 @@ func (in *Ingester) decide(ctx context.Context, u *natsjs.Upload) (*events.Resul
 		return prior, err // decided before: the same answer again
 	}
 	if err := in.rights.Allowed(dev, addr); err != nil {
-		return in.remember(ctx, in.result(e, events.Rejected, events.ReasonNotAllowed, err.Error()))
+		return in.result(e, events.Rejected, events.ReasonNotAllowed, err.Error()), nil
 	}
-	res, err := in.apply(ctx, u, e)
-	if err != nil {
-		return nil, err
-	}
-	return in.remember(ctx, res)
+	return in.apply(ctx, u, e)
 }
 
 // apply appends e to its org unit stream if the record is still at the
@@ -130,13 +127,6 @@ func (in *Ingester) result(e *events.Envelope, st events.ResultStatus, reason, m
 		Message: msg, At: in.now().UnixMilli()}
 }
 
-func (in *Ingester) remember(ctx context.Context, r *events.Result) (*events.Result, error) {
-	if err := in.mlog.Put(ctx, r); err != nil {
-		return nil, err
-	}
-	return r, nil
-}
-
 // reject dead-letters an unusable upload and, when it names its device and
 // mutation, answers it as rejected.
 func (in *Ingester) reject(ctx context.Context, u *natsjs.Upload, dev, mut, reason string, why error) (*events.Result, error) {
@@ -147,11 +137,7 @@ func (in *Ingester) reject(ctx context.Context, u *natsjs.Upload, dev, mut, reas
 	if events.ValidToken(dev) != nil || events.ValidToken(mut) != nil {
 		return nil, nil
 	}
-	r := &events.Result{DeviceID: dev, MutationID: mut, Status: events.Rejected, Reason: reason, Message: why.Error(), At: in.now().UnixMilli()}
-	if reason == events.ReasonWrongDevice {
-		return r, nil // the claimed mutation id is not trusted: answer, remember nothing
-	}
-	return in.remember(ctx, r)
+	return &events.Result{DeviceID: dev, MutationID: mut, Status: events.Rejected, Reason: reason, Message: why.Error(), At: in.now().UnixMilli()}, nil
 }
 
 // mutationFromMsgID extracts the mutation id from a "<device>.<mutation>"

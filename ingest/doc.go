@@ -5,8 +5,9 @@
 // mutation with a result the device consumes.
 //
 // Exactly once, forever: the result of every mutation is remembered in the
-// mutation bucket (for [natsjs.IngestPolicy.MutationMemory], 400 days by
-// default), so a mutation delivered again — redelivery, a device that
+// results stream, one subject per mutation (for
+// [natsjs.IngestPolicy.ResultRetention], 400 days by default), so a
+// mutation delivered again — redelivery, a device that
 // crashed before recording its upload, a replay from a backup weeks later —
 // gets the same result and is never applied twice. The window between
 // applying a mutation and remembering its result is covered by the

@@ -17,6 +17,7 @@ type Ingester struct {
 	client  *natsjs.Client
 	pub     *natsjs.Publisher
 	rights  Rights
+	policy  natsjs.IngestPolicy
 	log     *slog.Logger
 	workers int
 	now     func() time.Time
@@ -28,6 +29,8 @@ type Ingester struct {
 // Options tune an [Ingester].
 type Options struct {
 	Rights Rights
+	// Policy is the upload side's policy (its AckWait is used).
+	Policy natsjs.IngestPolicy
 	// Workers process uploads in parallel; uploads of one record always go
 	// to the same worker, in order (default 8).
 	Workers int
@@ -37,12 +40,12 @@ type Options struct {
 // New returns an ingester on client.
 func New(client *natsjs.Client, o Options) *Ingester {
 	if o.Workers <= 0 {
-		o.Workers = 8
+		o.Workers = 32
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	return &Ingester{client: client, pub: client.Publisher(), rights: o.Rights.withDefaults(), log: o.Log,
+	return &Ingester{client: client, pub: client.Publisher(), rights: o.Rights.withDefaults(), policy: o.Policy, log: o.Log,
 		workers: o.Workers, now: time.Now}
 }
 
@@ -53,7 +56,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 	if in.mlog, err = in.client.MutationLog(ctx); err != nil {
 		return stopped(ctx, err)
 	}
-	rd, err := in.client.OpenIngest(ctx, 0)
+	rd, err := in.client.OpenIngest(ctx, in.policy)
 	if err != nil {
 		return stopped(ctx, err)
 	}
@@ -77,7 +80,9 @@ func (in *Ingester) Run(ctx context.Context) error {
 		wg.Wait()
 	}()
 	for {
-		batch, err := rd.Next(ctx, 500)
+		// One at a time: the workers queue, so batching here would only
+		// add latency.
+		batch, err := rd.Next(ctx, 1)
 		for _, u := range batch {
 			queues[partition(u.Subject, len(queues))] <- u
 		}
@@ -132,8 +137,8 @@ func (in *Ingester) handle(ctx context.Context, u *natsjs.Upload) {
 		}
 		return
 	}
-	if res != nil {
-		if err := in.client.PublishResult(ctx, res); err != nil {
+	if res != nil { // remembered and delivered in one publish
+		if err := in.mlog.Put(ctx, res); err != nil {
 			in.log.Warn("ingest: result not published, will retry", "mutation", res.MutationID, "err", err)
 			u.Nak(time.Second)
 			return

@@ -103,3 +103,17 @@ func (c *Client) UnitState(ctx context.Context, unit string) (StreamState, error
 func (c *Client) DeleteDurable(ctx context.Context, unit, durable string) error {
 	return deleteDurable(ctx, c.js, unit, durable)
 }
+
+// StreamState returns the state of the named stream.
+func (c *Client) StreamState(ctx context.Context, name string) (StreamState, error) {
+	s, err := c.js.Stream(ctx, name)
+	if err != nil {
+		return StreamState{}, fmt.Errorf("natsjs: stream %s: %w", name, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return StreamState{}, fmt.Errorf("natsjs: stream %s: %w", name, err)
+	}
+	st := info.State
+	return StreamState{Name: name, Msgs: st.Msgs, FirstSeq: st.FirstSeq, LastSeq: st.LastSeq, Subjects: st.NumSubjects, Consumer: st.Consumers}, nil
+}

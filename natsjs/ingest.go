@@ -16,7 +16,6 @@ import (
 const (
 	DeadLetterStream = "FS_DEADLETTER"
 	deadLetterPrefix = "fs.dlq"
-	MutationBucket   = "fs_mutations"
 	IngestDurable    = "fs_ingest"
 )
 
@@ -25,13 +24,16 @@ type IngestPolicy struct {
 	// UploadRetention keeps uploads this long after they arrive, for
 	// operators and replays (default 14 days).
 	UploadRetention time.Duration `yaml:"upload_retention"`
-	// ResultRetention keeps results this long: a device offline longer
-	// re-uploads and gets the remembered result (default 30 days).
+	// ResultRetention is how long the result of every mutation is kept
+	// (stream FS_RESULTS, one message per mutation). It is ingest's memory:
+	// a mutation replayed within it gets its first result again and is
+	// never applied twice (default 400 days).
 	ResultRetention time.Duration `yaml:"result_retention"`
-	// MutationMemory is how long ingest remembers each mutation's result,
-	// so a replay is never applied twice (default 400 days).
-	MutationMemory time.Duration `yaml:"mutation_memory"`
-	Replicas       int           `yaml:"replicas"`
+	// AckWait is how long an upload handed to an ingest worker may stay
+	// unacknowledged before it is redelivered (to this or another node)
+	// (default 10s). Redelivery is safe: results are remembered.
+	AckWait  time.Duration `yaml:"ack_wait"`
+	Replicas int           `yaml:"replicas"`
 }
 
 func (p IngestPolicy) withDefaults() IngestPolicy {
@@ -39,19 +41,19 @@ func (p IngestPolicy) withDefaults() IngestPolicy {
 		p.UploadRetention = 14 * 24 * time.Hour
 	}
 	if p.ResultRetention == 0 {
-		p.ResultRetention = 30 * 24 * time.Hour
-	}
-	if p.MutationMemory == 0 {
-		p.MutationMemory = 400 * 24 * time.Hour
+		p.ResultRetention = 400 * 24 * time.Hour
 	}
 	if p.Replicas == 0 {
 		p.Replicas = 1
+	}
+	if p.AckWait == 0 {
+		p.AckWait = 10 * time.Second
 	}
 	return p
 }
 
 // ProvisionIngest creates or updates the uploads, results and dead-letter
-// streams and the mutation bucket. Idempotent.
+// streams. Idempotent.
 func (c *Client) ProvisionIngest(ctx context.Context, p IngestPolicy) error {
 	p = p.withDefaults()
 	streams := []jetstream.StreamConfig{
@@ -67,11 +69,6 @@ func (c *Client) ProvisionIngest(ctx context.Context, p IngestPolicy) error {
 		if _, err := c.js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("natsjs: provision %s: %w", cfg.Name, err)
 		}
-	}
-	_, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: MutationBucket, TTL: p.MutationMemory,
-		History: 1, Replicas: p.Replicas, Description: "fieldsync: result of every device mutation, for exactly-once"})
-	if err != nil {
-		return fmt.Errorf("natsjs: provision %s: %w", MutationBucket, err)
 	}
 	return nil
 }
@@ -124,40 +121,39 @@ func (c *Client) DeadLetter(ctx context.Context, reason, subject string, data []
 	return nil
 }
 
-// MutationLog remembers the result of every device mutation.
+// MutationLog remembers the result of every device mutation: it reads and
+// writes the results stream, where each mutation has its own subject.
 type MutationLog struct {
-	kv jetstream.KeyValue
+	c *Client
+	s jetstream.Stream
 }
 
-// MutationLog opens the mutation bucket.
+// MutationLog opens the log.
 func (c *Client) MutationLog(ctx context.Context) (*MutationLog, error) {
-	kv, err := c.js.KeyValue(ctx, MutationBucket)
+	s, err := c.js.Stream(ctx, events.ResultStream)
 	if err != nil {
-		return nil, fmt.Errorf("natsjs: %s: %w", MutationBucket, err)
+		return nil, fmt.Errorf("natsjs: %s: %w", events.ResultStream, err)
 	}
-	return &MutationLog{kv: kv}, nil
+	return &MutationLog{c: c, s: s}, nil
 }
 
 // Get returns the remembered result of (device, mutation), or nil.
 func (l *MutationLog) Get(ctx context.Context, device, mutation string) (*events.Result, error) {
-	e, err := l.kv.Get(ctx, device+"."+mutation)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	subj, err := events.ResultSubject(device, mutation)
+	if err != nil {
+		return nil, err
+	}
+	m, err := l.s.GetLastMsgForSubject(ctx, subj)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: mutation log: %w", err)
 	}
-	return events.DecodeResult(e.Value())
+	return events.DecodeResult(m.Data)
 }
 
-// Put remembers r.
+// Put remembers r and delivers it to its device (see [Client.PublishResult]).
 func (l *MutationLog) Put(ctx context.Context, r *events.Result) error {
-	data, err := events.EncodeResult(r)
-	if err != nil {
-		return err
-	}
-	if _, err := l.kv.Put(ctx, r.DeviceID+"."+r.MutationID, data); err != nil {
-		return fmt.Errorf("natsjs: mutation log: %w", err)
-	}
-	return nil
+	return l.c.PublishResult(ctx, r)
 }

@@ -23,7 +23,7 @@ type Upload struct {
 	// MsgID is the upload's dedupe id, "<device>.<mutation>" when a device
 	// agent sent it; it names the mutation even when Data is unreadable.
 	MsgID string
-	msg       jetstream.Msg
+	msg   jetstream.Msg
 }
 
 // Ack confirms the upload is fully handled.
@@ -40,10 +40,8 @@ type IngestReader struct {
 }
 
 // OpenIngest binds to (creating if needed) the shared ingest durable.
-func (c *Client) OpenIngest(ctx context.Context, ackWait time.Duration) (*IngestReader, error) {
-	if ackWait == 0 {
-		ackWait = 30 * time.Second
-	}
+func (c *Client) OpenIngest(ctx context.Context, p IngestPolicy) (*IngestReader, error) {
+	ackWait := p.withDefaults().AckWait
 	cons, err := c.js.CreateOrUpdateConsumer(ctx, events.UploadStream, jetstream.ConsumerConfig{
 		Durable: IngestDurable, AckPolicy: jetstream.AckExplicitPolicy, AckWait: ackWait,
 		MaxAckPending: 20000, MaxDeliver: -1, FilterSubject: events.UploadSubjects(),

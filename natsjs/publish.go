@@ -113,6 +113,33 @@ func (p *Publisher) PublishRaw(ctx context.Context, subject string, data []byte)
 // seeding and bulk imports: no per-record concurrency check. It returns how
 // many were acknowledged.
 func (p *Publisher) PublishAll(ctx context.Context, next func() (*events.Envelope, bool), window int) (int, error) {
+	var encErr error
+	n, err := p.PublishAllRaw(ctx, func() (string, []byte, string, bool) {
+		e, ok := next()
+		if !ok {
+			return "", nil, "", false
+		}
+		subj, err := e.Subject()
+		if err != nil {
+			encErr = err
+			return "", nil, "", false
+		}
+		data, err := events.Encode(e)
+		if err != nil {
+			encErr = err
+			return "", nil, "", false
+		}
+		return subj, data, e.EventID, true
+	}, window)
+	if encErr != nil {
+		return n, encErr
+	}
+	return n, err
+}
+
+// PublishAllRaw is [Publisher.PublishAll] for pre-encoded messages: next
+// yields subject, data and dedupe id.
+func (p *Publisher) PublishAllRaw(ctx context.Context, next func() (string, []byte, string, bool), window int) (int, error) {
 	if window <= 0 {
 		window = 2000
 	}
@@ -132,16 +159,8 @@ func (p *Publisher) PublishAll(ctx context.Context, next func() (*events.Envelop
 		futures = futures[:0]
 		return nil
 	}
-	for e, ok := next(); ok; e, ok = next() {
-		subj, err := e.Subject()
-		if err != nil {
-			return done, err
-		}
-		data, err := events.Encode(e)
-		if err != nil {
-			return done, err
-		}
-		f, err := p.js.PublishMsgAsync(&nats.Msg{Subject: subj, Data: data, Header: nats.Header{jetstream.MsgIDHeader: []string{e.EventID}}})
+	for subj, data, id, ok := next(); ok; subj, data, id, ok = next() {
+		f, err := p.js.PublishMsgAsync(&nats.Msg{Subject: subj, Data: data, Header: nats.Header{jetstream.MsgIDHeader: []string{id}}})
 		if err != nil {
 			return done, fmt.Errorf("natsjs: publish %s: %w", subj, err)
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/fieldsync/fieldsync/events"
@@ -94,4 +95,43 @@ func (b *Broker) MustPublish(tb testing.TB, e *events.Envelope) uint64 {
 		tb.Fatalf("publish %s/%s: %v", e.Kind, e.RecordID, err)
 	}
 	return ack.Version
+}
+
+// DeviceChanges returns the device-made changes in unit's stream, in
+// stream order.
+func (b *Broker) DeviceChanges(t testing.TB, unit string) []*events.Envelope {
+	t.Helper()
+	ctx := context.Background()
+	js, err := jetstream.New(b.Client.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, _ := events.OrgStream(unit)
+	cons, err := js.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*events.Envelope
+	left := int(info.NumPending)
+	for left > 0 {
+		batch, err := cons.Fetch(min(left, 1000), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			left--
+			e, err := events.Decode(m.Data())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Origin.DeviceID != "" {
+				out = append(out, e)
+			}
+		}
+	}
+	return out
 }
