@@ -1,5 +1,5 @@
 # The README's commands. `make test` is what CI runs.
-.PHONY: demo test bench bench-initial-sync fuzz build cross
+.PHONY: demo test bench bench-initial-sync bench-writes fuzz build cross
 
 demo:
 	go run ./cmd/broker-embed demo
@@ -18,8 +18,12 @@ fuzz:
 	go test ./events -run '^$$' -fuzz FuzzDecode -fuzztime 60s
 	go test ./events -run '^$$' -fuzz FuzzParseSubject -fuzztime 30s
 
-bench: bench-initial-sync
+bench: bench-initial-sync bench-writes
 
 # Initial sync of 1,000,000 records; prints the figures next to their limits.
 bench-initial-sync:
 	go run ./cmd/fsbench initial-sync --records 1000000
+
+# Write latency at 1,000 writes/s from 10 devices, and max ingest throughput.
+bench-writes:
+	go run ./cmd/fsbench writes

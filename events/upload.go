@@ -48,3 +48,12 @@ func ResultSubject(device, mutationID string) (string, error) {
 	}
 	return subjectRoot + "." + resultToken + "." + device + "." + mutationID, nil
 }
+
+// MutationEventID is the event id (and org stream dedupe id) of the change
+// a device mutation becomes: "mut" + the device id's length + "-" + device
+// + "-" + mutation. The length prefix keeps ids of different (device,
+// mutation) pairs apart even when both contain dashes. The result can be
+// longer than a token allows for very long ids; callers check.
+func MutationEventID(device, mutation string) string {
+	return fmt.Sprintf("mut%d-%s-%s", len(device), device, mutation)
+}

@@ -61,3 +61,13 @@ func FuzzDecodeResult(f *testing.F) {
 		events.DecodeResult(b) // must not panic
 	})
 }
+
+func TestMutationEventID(t *testing.T) {
+	a, b := events.MutationEventID("tab", "1-x"), events.MutationEventID("tab-1", "x")
+	if a == b {
+		t.Fatalf("different (device, mutation) pairs share event id %q", a)
+	}
+	if err := events.ValidToken(a); err != nil {
+		t.Fatalf("event id %q is not a token: %v", a, err)
+	}
+}

@@ -12,9 +12,9 @@ import (
 )
 
 // expireIngestAcks lets uploads a stopped ingester held unacknowledged be
-// redelivered now instead of after the durable's 30 s ack wait: it shortens
-// the ack wait so the broker queues them for redelivery (the next Run puts
-// the 30 s back, which does not take them off that queue).
+// redelivered now instead of after the durable's ack wait (10–30 s): it
+// shortens the ack wait so the broker queues them for redelivery (the next
+// Run restores the ack wait, which does not take them off that queue).
 func (h *harness) expireIngestAcks() {
 	h.t.Helper()
 	ctx := testCtx(h.t)

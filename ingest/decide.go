@@ -55,8 +55,8 @@ func (in *Ingester) apply(ctx context.Context, u *natsjs.Upload, e *events.Envel
 		return res, err
 	}
 	server := *e
-	server.EventID = "mut-" + e.Origin.DeviceID + "-" + e.Origin.MutationID
-	if len(server.EventID) > 128 {
+	server.EventID = events.MutationEventID(e.Origin.DeviceID, e.Origin.MutationID)
+	if events.ValidToken(server.EventID) != nil {
 		return in.result(e, events.Rejected, events.ReasonInvalid, "device or mutation id too long"), nil
 	}
 	ack, err := in.pub.Publish(ctx, &server, natsjs.PublishOptions{ExpectedVersion: &expected})

@@ -129,12 +129,18 @@ func recordPart(subject string) string {
 }
 
 func (in *Ingester) handle(ctx context.Context, u *natsjs.Upload) {
+	if ctx.Err() != nil {
+		u.Nak(0) // stopping: hand it back now rather than after the ack wait
+		return
+	}
 	res, err := in.decide(ctx, u)
 	if err != nil {
-		if ctx.Err() == nil {
-			in.log.Warn("ingest: will retry upload", "subject", u.Subject, "seq", u.StreamSeq, "err", err)
-			u.Nak(time.Second)
+		if ctx.Err() != nil {
+			u.Nak(0)
+			return
 		}
+		in.log.Warn("ingest: will retry upload", "subject", u.Subject, "seq", u.StreamSeq, "err", err)
+		u.Nak(time.Second)
 		return
 	}
 	if res != nil { // remembered and delivered in one publish

@@ -245,13 +245,10 @@ func TestIngester_Run_UnknownUnitIsRejected(t *testing.T) {
 	r.assertRunning(t)
 }
 
-// Two devices' mutations whose "mut-<device>-<mutation>" event ids collide
-// ("tab" + "1-x" and "tab-1" + "x") are different changes: both must be
-// applied.
+// Two devices' mutations that a naive "mut-<device>-<mutation>" event id
+// would confuse ("tab" + "1-x" and "tab-1" + "x") are different changes:
+// both must be applied.
 func TestIngester_Run_EventIDsOfDifferentDevicesDoNotCollide(t *testing.T) {
-	t.Skip("bug: ingest/decide.go:61 derives the org stream dedupe id as \"mut-\"+device+\"-\"+mutation, " +
-		"which is ambiguous since ids may contain '-'; the second mutation is deduplicated away yet answered Accepted " +
-		"with the first one's version (a different record)")
 	t.Parallel()
 	h := newHarness(t, "north")
 	a := h.watchResults("tab")

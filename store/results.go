@@ -93,7 +93,7 @@ func accept(ctx context.Context, tx *sql.Tx, m Mutation, r *events.Result, b Res
 		_, err = tx.ExecContext(ctx, `DELETE FROM `+table(a.Channel)+` WHERE org_unit = ? AND kind = ? AND record_id = ? AND version < ?`,
 			a.OrgUnit, a.Kind, a.RecordID, int64(r.Version))
 	} else {
-		err = upsertServer(ctx, tx, a, r.Version, "mut-"+r.DeviceID+"-"+r.MutationID, r.DeviceID, m.CreatedAt.UnixMilli(), m.Body)
+		err = upsertServer(ctx, tx, a, r.Version, events.MutationEventID(r.DeviceID, r.MutationID), r.DeviceID, m.CreatedAt.UnixMilli(), m.Body)
 	}
 	if err != nil {
 		return fmt.Errorf("store: accept %s: %w", m.MutationID, err)

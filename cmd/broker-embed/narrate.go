@@ -28,12 +28,9 @@ func narrate(ctx context.Context, out io.Writer, a *agent.Agent, c *natsjs.Clien
 		case <-ctx.Done():
 			return nil
 		case <-feed:
-			e := seed.DemoChange(units, i)
-			ack, err := c.Publisher().Publish(ctx, e, natsjs.PublishOptions{})
-			if err != nil {
+			if err := demoStep(ctx, out, a, c, units, i); err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "server     new %s %s/%s (version %d); the device picks it up at its next delta sync\n", e.Kind, e.OrgUnit, e.RecordID, ack.Version)
 			i++
 		case <-poll.C:
 			st, err := a.Status(ctx)
@@ -48,4 +45,25 @@ func narrate(ctx context.Context, out io.Writer, a *agent.Agent, c *natsjs.Clien
 			fmt.Fprintf(out, " %d sync errors\n", st.SyncErrors)
 		}
 	}
+}
+
+// demoStep alternates a server-side change with a change made on the
+// device (which autosync sends up at once).
+func demoStep(ctx context.Context, out io.Writer, a *agent.Agent, c *natsjs.Client, units []string, i int) error {
+	e := seed.DemoChange(units, i)
+	if i%2 == 0 {
+		m, err := a.Write(ctx, agent.WriteRequest{OrgUnit: e.OrgUnit, Channel: string(e.Channel), Kind: "action",
+			RecordID: fmt.Sprintf("tablet-%04d", i), Body: map[string]any{"title": fmt.Sprintf("Action noted on the tablet (%d)", i), "status": "open"}})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "device     local write %s/action/tablet-%04d queued as %s; autosync sends it, ingest applies it\n", e.OrgUnit, i, m.MutationID)
+		return nil
+	}
+	ack, err := c.Publisher().Publish(ctx, e, natsjs.PublishOptions{})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "server     new %s %s/%s (version %d); the device picks it up at its next delta sync\n", e.Kind, e.OrgUnit, e.RecordID, ack.Version)
+	return nil
 }

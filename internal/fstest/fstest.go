@@ -6,6 +6,7 @@ package fstest
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -72,14 +73,14 @@ func Body(tb testing.TB, m map[string]any) []byte {
 	return b
 }
 
-var seq int
+var seq atomic.Int64
 
 // Change returns a server-side envelope for (unit, ch, kind, id); a nil body
 // makes it a delete.
 func Change(tb testing.TB, unit string, ch events.Channel, kind, id string, body map[string]any) *events.Envelope {
 	tb.Helper()
-	seq++
-	e := &events.Envelope{EventID: fmt.Sprintf("ev-%d-%d", time.Now().UnixNano(), seq), OrgUnit: unit, Channel: ch, Kind: kind,
+	n := seq.Add(1)
+	e := &events.Envelope{EventID: fmt.Sprintf("ev-%d-%d", time.Now().UnixNano(), n), OrgUnit: unit, Channel: ch, Kind: kind,
 		RecordID: id, Op: events.OpDelete, SchemaVersion: events.SchemaVersion, Timestamp: time.Now().UTC()}
 	if body != nil {
 		e.Op, e.Body = events.OpUpsert, Body(tb, body)
