@@ -2,9 +2,11 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/store"
 )
 
@@ -74,7 +76,7 @@ func (a *Agent) autosyncOnce(ctx context.Context, s *Syncer) error {
 	} else if n > 0 {
 		a.log.Info("retained events removed", "count", n)
 	}
-	if !s.client.Connected() {
+	if !s.client.Connected() || a.incompatible() {
 		return nil
 	}
 	up, err := s.Upload(ctx)
@@ -86,4 +88,12 @@ func (a *Agent) autosyncOnce(ctx context.Context, s *Syncer) error {
 		a.log.Info("autosync", "uploaded", up, "results", res)
 	}
 	return err
+}
+
+// incompatible reports whether the last sync found the server's protocol
+// incompatible: then nothing is uploaded either.
+func (a *Agent) incompatible() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return errors.Is(a.lastErr, events.ErrIncompatible)
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/fieldsync/fieldsync/events"
@@ -14,6 +15,9 @@ const (
 	StateInProgress = "in_progress"
 	StateUpToDate   = "up_to_date"
 	StateFailed     = "failed"
+	// StateIncompatible: agent and server protocol versions do not fit;
+	// nothing syncs until one side is upgraded (LastError says which).
+	StateIncompatible = "incompatible_server"
 )
 
 // Status is what the agent reports about itself (GET /v1/status).
@@ -92,6 +96,8 @@ func (a *Agent) runtimeStatus() Status {
 	switch {
 	case a.running != "":
 		st.State = StateInProgress
+	case errors.Is(a.lastErr, events.ErrIncompatible):
+		st.State, st.LastError = StateIncompatible, a.lastErr.Error()
 	case a.lastErr != nil:
 		st.State, st.LastError = StateFailed, a.lastErr.Error()
 	case a.completed.IsZero():

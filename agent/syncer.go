@@ -62,6 +62,10 @@ type Report struct {
 func (s *Syncer) Sync(ctx context.Context, scope Scope) (Report, error) {
 	s.progress.Store(newProgress())
 	r := Report{Scope: scope, Started: time.Now()}
+	if err := s.Handshake(ctx); err != nil {
+		r.Finished = time.Now()
+		return r, err
+	}
 	var err error
 	if r.Uploaded, err = s.Upload(ctx); err != nil {
 		r.Finished = time.Now()
@@ -79,6 +83,16 @@ func (s *Syncer) Sync(ctx context.Context, scope Scope) (Report, error) {
 	}
 	r.Finished, r.Channels = time.Now(), s.progress.Load().snapshot()
 	return r, nil
+}
+
+// Handshake exchanges protocol versions with the broker; an incompatible
+// pair fails with an error wrapping [events.ErrIncompatible] that says
+// which side must be upgraded, before anything is sent or applied.
+func (s *Syncer) Handshake(ctx context.Context) error {
+	mine := events.LocalHello("agent")
+	mine.DeviceID = s.cfg.DeviceID
+	_, err := s.client.Hello(ctx, mine)
+	return err
 }
 
 // Progress returns the running (or last) sync's progress.

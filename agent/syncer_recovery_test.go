@@ -2,14 +2,19 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/internal/fstest"
 	"github.com/fieldsync/fieldsync/natsjs"
 	"github.com/fieldsync/fieldsync/projections"
+	"github.com/fieldsync/fieldsync/store"
 )
 
 func TestSyncer_Sync_SnapshotTransfersEachRecordOnce(t *testing.T) {
@@ -165,4 +170,41 @@ func TestSyncer_Sync_EmptyStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	requireSameState(t, db, model)
+}
+
+func TestSyncer_Sync_IncompatibleServer(t *testing.T) {
+	ctx := context.Background()
+	b := fstest.MustStartBroker(t, "north")
+	b.MustPublish(t, fstest.Change(t, "north", events.ChannelEvents, "event", "e1", map[string]any{"x": 1}))
+	// Replace the broker's answer with one from a server that needs newer agents.
+	future := events.LocalHello("broker")
+	future.Protocol, future.MinPeerProtocol = events.ProtocolVersion+5, events.ProtocolVersion+1
+	if err := b.Hello.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	nc := b.Client.Conn()
+	sub, err := nc.Subscribe(events.HelloSubject, func(m *nats.Msg) {
+		data, _ := json.Marshal(future)
+		m.Respond(data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	db := mustOpenDB(t)
+	s := NewSyncer(testConfig("tab1", "north"), b.Client, db, nil)
+	mustWrite(t, s, "north", "event", "local", map[string]any{"y": 1})
+	_, err = s.Sync(ctx, ScopeFull)
+	if !errors.Is(err, events.ErrIncompatible) || !strings.Contains(err.Error(), "upgrade the device agent") {
+		t.Fatalf("sync against a newer server: %v, want ErrIncompatible saying to upgrade the agent", err)
+	}
+	if cps, _ := db.Checkpoints(ctx); len(cps) != 0 {
+		t.Fatalf("nothing may be applied, got checkpoints %+v", cps)
+	}
+	if c, _ := db.OutboxCounts(ctx); c[store.StateQueued] != 1 {
+		t.Fatalf("nothing may be uploaded: %v", c)
+	}
+	if n := len(b.DeviceChanges(t, "north")); n != 0 {
+		t.Fatalf("server received %d device changes", n)
+	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/ingest"
 	"github.com/fieldsync/fieldsync/natsjs"
 	"github.com/fieldsync/fieldsync/natsserver"
@@ -28,6 +29,7 @@ type Broker struct {
 	nc         *nats.Conn
 	client     *natsjs.Client
 	sub        *nats.Subscription
+	hello      *nats.Subscription
 	stopIngest context.CancelFunc
 	ingestDone chan error
 	http       *http.Server
@@ -71,6 +73,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Broker, err err
 		return nil, err
 	}
 	b.startIngest(ctx)
+	if b.hello, err = natsjs.ServeHello(b.nc, events.LocalHello("broker")); err != nil {
+		return nil, err
+	}
 	svc := publish.NewService(b.client.Publisher(), log)
 	if b.sub, err = svc.Serve(b.nc); err != nil {
 		return nil, fmt.Errorf("broker: publish API: %w", err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/natsjs"
 	"github.com/fieldsync/fieldsync/natsserver"
 	"github.com/fieldsync/fieldsync/seed"
@@ -55,6 +56,14 @@ func runInitialSync(ctx context.Context, o initialSyncOpts) error {
 		return err
 	}
 	defer srv.Close(context.Background())
+	hello, err := srv.Connect("fsbench-hello")
+	if err != nil {
+		return err
+	}
+	defer hello.Close()
+	if _, err := natsjs.ServeHello(hello, events.LocalHello("broker")); err != nil {
+		return err
+	}
 	spec := seed.Spec{Org: benchUnit, Events: o.records * 75 / 100, Admin: o.records * 5 / 100, BodySize: o.bodySize}
 	spec.Documents = o.records - spec.Events - spec.Admin
 	fmt.Printf("initial sync benchmark: %d records (%d events, %d admin, %d documents), ~%d B bodies\n",

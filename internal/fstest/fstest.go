@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -23,6 +24,9 @@ type Broker struct {
 	Server *natsserver.Server
 	Client *natsjs.Client
 	Dir    string
+	// Hello answers the agents' version check; unsubscribe it to answer
+	// differently.
+	Hello *nats.Subscription
 }
 
 // MustStartBroker starts a JetStream server on a random loopback port in a
@@ -51,13 +55,17 @@ func MustStartBroker(tb testing.TB, units ...string) *Broker {
 	if err := c.ProvisionIngest(ctx, natsjs.IngestPolicy{}); err != nil {
 		tb.Fatal(err)
 	}
+	hello, err := natsjs.ServeHello(nc, events.LocalHello("broker"))
+	if err != nil {
+		tb.Fatal(err)
+	}
 	tb.Cleanup(func() {
 		nc.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		srv.Close(ctx)
 	})
-	return &Broker{Server: srv, Client: c, Dir: dir}
+	return &Broker{Server: srv, Client: c, Dir: dir, Hello: hello}
 }
 
 // URL is the broker's client URL.
