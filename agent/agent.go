@@ -38,9 +38,13 @@ type Agent struct {
 	running   Scope
 	started   time.Time
 	completed time.Time
-	nextSync  time.Time
+	next      Due
+	reminder  *Due
+	failed    Scope
+	failedAt  time.Time
 	lastErr   error
 	report    *Report
+	planner   *Planner
 }
 
 // Open validates cfg and opens the device store.
@@ -60,6 +64,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 	if v, _ := db.Meta(ctx, metaLastCompleted); v != "" {
 		a.completed, _ = time.Parse(time.RFC3339Nano, v)
 	}
+	a.planner = NewPlanner(cfg.schedule(), loadAutoTimes(ctx, db), a.completed, time.Now())
 	return a, nil
 }
 
@@ -96,75 +101,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	defer func() { <-done }()
 	return a.loop(ctx)
-}
-
-func (a *Agent) loop(ctx context.Context) error {
-	retry := min(a.cfg.SyncInterval, time.Minute)
-	for {
-		next := a.scheduleNext(ctx, retry)
-		timer := time.NewTimer(time.Until(next))
-		var scope Scope
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return nil
-		case scope = <-a.requests:
-			timer.Stop()
-		case <-timer.C:
-			scope = ScopeFull
-		}
-		a.runSync(ctx, scope)
-	}
-}
-
-// scheduleNext returns when the next automatic sync is due: now while no
-// initial sync has completed (retrying after a failure), else SyncInterval
-// after the last completion.
-func (a *Agent) scheduleNext(ctx context.Context, retry time.Duration) time.Time {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	switch {
-	case a.completed.IsZero() && a.lastErr == nil:
-		a.nextSync = time.Now()
-	case a.lastErr != nil:
-		a.nextSync = time.Now().Add(retry)
-	default:
-		a.nextSync = a.completed.Add(a.cfg.SyncInterval)
-	}
-	return a.nextSync
-}
-
-func (a *Agent) runSync(ctx context.Context, scope Scope) {
-	a.mu.Lock()
-	a.running, a.started = scope, time.Now()
-	syncer := a.syncer
-	a.mu.Unlock()
-	a.log.Info("sync started", "scope", scope)
-	rep, err := syncer.Sync(ctx, scope)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.running, a.report = "", &rep
-	if err != nil {
-		if ctx.Err() == nil {
-			a.lastErr = err
-			a.log.Error("sync failed", "scope", scope, "err", err)
-		}
-		return
-	}
-	a.lastErr = nil
-	a.completed = rep.Finished
-	a.log.Info("sync completed", "scope", scope, "applied", rep.Applied, "rejected", rep.Rejected, "took", rep.Finished.Sub(rep.Started).Round(time.Millisecond))
-	stamp := rep.Finished.UTC().Format(time.RFC3339Nano)
-	if err := a.db.SetMeta(context.WithoutCancel(ctx), metaLastCompleted, stamp); err != nil {
-		a.log.Error("record sync completion", "err", err)
-	}
-	if scope == ScopeFull {
-		if v, _ := a.db.Meta(ctx, metaInitialDone); v == "" {
-			if err := a.db.SetMeta(context.WithoutCancel(ctx), metaInitialDone, stamp); err != nil {
-				a.log.Error("record initial sync", "err", err)
-			}
-		}
-	}
 }
 
 // RequestSync queues a sync of scope; it runs after the current one.

@@ -27,9 +27,13 @@ type Config struct {
 	// APIAddr is where the local API listens; it must be a loopback address
 	// (default 127.0.0.1:7480).
 	APIAddr string `yaml:"api_addr"`
-	// SyncInterval is the delta sync period, counted from the last
-	// completion (default 30m).
+	// SyncInterval is the period of the automatic delta sync of every
+	// channel, counted from the last automatic completion (default 30m;
+	// -1 turns it off, e.g. when only per-category schedules are wanted).
 	SyncInterval time.Duration `yaml:"sync_interval"`
+	// Schedule adds per-category automatic syncs and a reminder; its Delta
+	// is taken from SyncInterval.
+	Schedule Schedule `yaml:"schedule"`
 	// BatchSize is how many changes one local transaction applies (default 5,000).
 	BatchSize int `yaml:"batch_size"`
 	// DurableInactive is how long the broker keeps an unused device durable
@@ -116,6 +120,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("agent: config batch_size %d: want 1..100000", c.BatchSize)
 	}
 	return nil
+}
+
+func (c Config) schedule() Schedule {
+	s := c.Schedule
+	s.Delta = max(c.SyncInterval, 0)
+	return s
 }
 
 // RetainEvents is how long accepted device-created events stay.

@@ -28,15 +28,19 @@ type Status struct {
 	State    string   `json:"state"`
 	// OnlineOnly is true until a full sync has completed: local data is not
 	// complete and the app must not work offline on it.
-	OnlineOnly        bool              `json:"online_only"`
-	Connected         bool              `json:"connected"`
-	Scope             Scope             `json:"scope,omitempty"`
-	LastSyncStarted   *time.Time        `json:"last_sync_started,omitempty"`
-	LastSyncCompleted *time.Time        `json:"last_sync_completed,omitempty"`
-	NextSync          *time.Time        `json:"next_sync,omitempty"`
-	LastError         string            `json:"last_error,omitempty"`
-	Progress          []ChannelProgress `json:"progress"`
-	Channels          []ChannelStatus   `json:"channels"`
+	OnlineOnly        bool       `json:"online_only"`
+	Connected         bool       `json:"connected"`
+	Scope             Scope      `json:"scope,omitempty"`
+	LastSyncStarted   *time.Time `json:"last_sync_started,omitempty"`
+	LastSyncCompleted *time.Time `json:"last_sync_completed,omitempty"`
+	NextSync          *time.Time `json:"next_sync,omitempty"`
+	// Next is the next automatic sync (scope, time, reason); Reminder is set
+	// between its reminder and its start.
+	Next      *Due              `json:"next,omitempty"`
+	Reminder  *Due              `json:"reminder,omitempty"`
+	LastError string            `json:"last_error,omitempty"`
+	Progress  []ChannelProgress `json:"progress"`
+	Channels  []ChannelStatus   `json:"channels"`
 	// SyncErrors counts local writes the server refused or found in
 	// conflict, waiting for the user (GET /v1/conflicts).
 	SyncErrors int `json:"sync_errors"`
@@ -105,7 +109,12 @@ func (a *Agent) runtimeStatus() Status {
 	default:
 		st.State = StateUpToDate
 	}
-	st.LastSyncStarted, st.LastSyncCompleted, st.NextSync = timePtr(a.started), timePtr(a.completed), timePtr(a.nextSync)
+	st.LastSyncStarted, st.LastSyncCompleted, st.NextSync = timePtr(a.started), timePtr(a.completed), timePtr(a.next.At)
+	if a.next.Scope != "" {
+		next := a.next
+		st.Next = &next
+	}
+	st.Reminder = a.reminder
 	if a.syncer != nil {
 		st.Progress = a.syncer.Progress()
 	}
