@@ -45,6 +45,8 @@ type Agent struct {
 	lastErr   error
 	report    *Report
 	planner   *Planner
+	touched   time.Time
+	wiped     *store.WipeReport
 }
 
 // Open validates cfg and opens the device store.
@@ -64,9 +66,15 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 	if v, _ := db.Meta(ctx, metaLastCompleted); v != "" {
 		a.completed, _ = time.Parse(time.RFC3339Nano, v)
 	}
+	if err := a.enforceRetention(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
 	a.planner = NewPlanner(cfg.schedule(), loadAutoTimes(ctx, db), a.completed, time.Now())
 	return a, nil
 }
+
+func (a *Agent) now() time.Time { return a.cfg.Clock() }
 
 // Config returns the agent's effective configuration.
 func (a *Agent) Config() Config { return a.cfg }

@@ -50,6 +50,11 @@ type Config struct {
 	// after the server accepted them; 0 removes them at once (the compliance
 	// app's "Retain Events after sync" unchecked). Default 7.
 	RetainEventsDays *int `yaml:"retain_events_days"`
+	// RetentionDays wipes the device's data at start when the agent was not
+	// used (sign-in or API use) for this many days (default 10; -1: never).
+	RetentionDays int `yaml:"retention_days"`
+	// Clock replaces time.Now for the retention count (tests).
+	Clock func() time.Time `yaml:"-"`
 }
 
 // LoadConfig reads a YAML config file and applies defaults.
@@ -87,6 +92,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.AutosyncInterval == 0 {
 		c.AutosyncInterval = time.Second
+	}
+	if c.RetentionDays == 0 {
+		c.RetentionDays = 10
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
 	}
 	if c.RetainEventsDays == nil {
 		days := 7

@@ -36,8 +36,11 @@ type Status struct {
 	NextSync          *time.Time `json:"next_sync,omitempty"`
 	// Next is the next automatic sync (scope, time, reason); Reminder is set
 	// between its reminder and its start.
-	Next      *Due              `json:"next,omitempty"`
-	Reminder  *Due              `json:"reminder,omitempty"`
+	Next     *Due `json:"next,omitempty"`
+	Reminder *Due `json:"reminder,omitempty"`
+	// Wiped is set when this start removed the device's data because the
+	// agent had not been used for retention_days.
+	Wiped     *store.WipeReport `json:"wiped,omitempty"`
 	LastError string            `json:"last_error,omitempty"`
 	Progress  []ChannelProgress `json:"progress"`
 	Channels  []ChannelStatus   `json:"channels"`
@@ -114,7 +117,7 @@ func (a *Agent) runtimeStatus() Status {
 		next := a.next
 		st.Next = &next
 	}
-	st.Reminder = a.reminder
+	st.Reminder, st.Wiped = a.reminder, a.wiped
 	if a.syncer != nil {
 		st.Progress = a.syncer.Progress()
 	}

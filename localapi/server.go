@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/fieldsync/fieldsync/agent"
@@ -25,6 +26,8 @@ type Backend interface {
 	Write(ctx context.Context, r agent.WriteRequest) (store.Mutation, error)
 	Conflicts(ctx context.Context) ([]store.Conflict, error)
 	Resolve(ctx context.Context, mutationID, action string) (*store.Mutation, error)
+	SignIn(ctx context.Context, user string) error
+	Touch(ctx context.Context) error
 }
 
 // ErrNotLoopback: the API refuses to listen on a non-loopback address.
@@ -50,10 +53,38 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 	mux.HandleFunc("POST /v1/records", h.write)
 	mux.HandleFunc("GET /v1/conflicts", h.conflicts)
 	mux.HandleFunc("POST /v1/conflicts/{id}/{action}", h.resolve)
+	mux.HandleFunc("POST /v1/signin", h.signin)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no route "+r.Method+" "+r.URL.Path)
 	})
-	return mux
+	return h.touching(mux)
+}
+
+// touching records API use (the retention count restarts) before serving.
+func (h *handler) touching(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v1/") {
+			if err := h.b.Touch(r.Context()); err != nil {
+				h.log.Warn("record API use", "err", err)
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (h *handler) signin(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		User string `json:"user"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil || req.User == "" {
+		writeError(w, http.StatusBadRequest, "bad_request", `body: want {"user": "..."}`)
+		return
+	}
+	if err := h.b.SignIn(r.Context(), req.User); err != nil {
+		h.internal(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"signed_in": req.User})
 }
 
 type handler struct {

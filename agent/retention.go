@@ -1,0 +1,65 @@
+package agent
+
+import (
+	"context"
+	"time"
+)
+
+// metaLastUsed is when the agent was last used: a sign-in or a call of the
+// local API by the app.
+const metaLastUsed = "last_used_at"
+
+// touchEvery bounds how often API use is recorded.
+const touchEvery = time.Minute
+
+// SignIn records that user signed in on the device: the retention count
+// starts again.
+func (a *Agent) SignIn(ctx context.Context, user string) error {
+	a.log.Info("sign-in", "user", user)
+	return a.touch(ctx, true)
+}
+
+// Touch records use of the agent (throttled to once a minute).
+func (a *Agent) Touch(ctx context.Context) error { return a.touch(ctx, false) }
+
+func (a *Agent) touch(ctx context.Context, force bool) error {
+	now := a.now()
+	a.mu.Lock()
+	if !force && now.Sub(a.touched) < touchEvery {
+		a.mu.Unlock()
+		return nil
+	}
+	a.touched = now
+	a.mu.Unlock()
+	return a.db.SetMeta(ctx, metaLastUsed, now.UTC().Format(time.RFC3339Nano))
+}
+
+// enforceRetention wipes the device's data when the agent has not been
+// used for RetentionDays, as the mustering app does after ten days. The
+// wipe is logged with the number of records and of unsent writes lost.
+func (a *Agent) enforceRetention(ctx context.Context) error {
+	if a.cfg.RetentionDays <= 0 {
+		return nil
+	}
+	v, err := a.db.Meta(ctx, metaLastUsed)
+	if err != nil || v == "" {
+		return a.touch(ctx, true) // first start: the count begins now
+	}
+	last, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return a.touch(ctx, true)
+	}
+	limit := time.Duration(a.cfg.RetentionDays) * 24 * time.Hour
+	if unused := a.now().Sub(last); unused > limit {
+		r, err := a.db.Wipe(ctx)
+		if err != nil {
+			return err
+		}
+		a.completed = time.Time{}
+		a.log.Warn("retention wipe: device unused too long, local data removed",
+			"unused", unused.Round(time.Hour), "limit_days", a.cfg.RetentionDays, "records", r.Records, "unsent_writes", r.Unsent)
+		a.wiped = &r
+		return a.touch(ctx, true)
+	}
+	return nil
+}
