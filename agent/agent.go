@@ -31,6 +31,7 @@ type Agent struct {
 
 	requests chan Scope
 	wake     chan struct{}
+	merge    chan struct{}
 
 	mu        sync.Mutex
 	client    *natsjs.Client
@@ -62,7 +63,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: log.With("device", cfg.DeviceID), db: db, requests: make(chan Scope, 4), wake: make(chan struct{}, 1)}
+	a := &Agent{cfg: cfg, log: log.With("device", cfg.DeviceID), db: db, requests: make(chan Scope, 4), wake: make(chan struct{}, 1), merge: make(chan struct{}, 1)}
 	if v, _ := db.Meta(ctx, metaLastCompleted); v != "" {
 		a.completed, _ = time.Parse(time.RFC3339Nano, v)
 	}
@@ -102,12 +103,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	a.client, a.syncer = client, s
 	a.mu.Unlock()
-	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
 	go func() {
-		defer close(done)
+		defer wg.Done()
 		a.autosync(ctx, s)
 	}()
-	defer func() { <-done }()
+	go func() {
+		defer wg.Done()
+		a.merger(ctx)
+	}()
+	defer wg.Wait()
 	return a.loop(ctx)
 }
 

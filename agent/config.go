@@ -53,6 +53,14 @@ type Config struct {
 	// RetentionDays wipes the device's data at start when the agent was not
 	// used (sign-in or API use) for this many days (default 10; -1: never).
 	RetentionDays int `yaml:"retention_days"`
+	// RefreshMode is the non-blocking sync (default on): changes download
+	// into staging and wait for Apply. Off, a sync applies as it downloads
+	// (blocking). A change takes effect on the next sync.
+	RefreshMode *bool `yaml:"refresh_mode"`
+	// ResumeWindow: an interrupted staged download continues where it
+	// stopped if resumed within this window, else starts over from the last
+	// applied checkpoint (default 12h).
+	ResumeWindow time.Duration `yaml:"resume_window"`
 	// Clock replaces time.Now for the retention count (tests).
 	Clock func() time.Time `yaml:"-"`
 }
@@ -96,6 +104,13 @@ func (c Config) WithDefaults() Config {
 	if c.RetentionDays == 0 {
 		c.RetentionDays = 10
 	}
+	if c.RefreshMode == nil {
+		on := true
+		c.RefreshMode = &on
+	}
+	if c.ResumeWindow == 0 {
+		c.ResumeWindow = 12 * time.Hour
+	}
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}
@@ -132,6 +147,9 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// Refresh reports whether syncs are non-blocking (staged until Apply).
+func (c Config) Refresh() bool { return c.RefreshMode == nil || *c.RefreshMode }
 
 func (c Config) schedule() Schedule {
 	s := c.Schedule

@@ -105,8 +105,16 @@ func mustOpenDB(tb testing.TB) *store.DB {
 	return db
 }
 
+// testConfig is a device in blocking mode (changes apply as they
+// download); refreshConfig one in refresh mode (staged until Apply).
 func testConfig(device string, units ...string) Config {
-	return Config{DeviceID: device, OrgUnits: units, BatchSize: 50}.WithDefaults()
+	off := false
+	return Config{DeviceID: device, OrgUnits: units, BatchSize: 50, RefreshMode: &off}.WithDefaults()
+}
+
+func refreshConfig(device string, units ...string) Config {
+	on := true
+	return Config{DeviceID: device, OrgUnits: units, BatchSize: 50, RefreshMode: &on}.WithDefaults()
 }
 
 func mustCheckpoints(tb testing.TB, s *Syncer) []store.Checkpoint {

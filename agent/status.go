@@ -14,7 +14,10 @@ const (
 	StateNotStarted = "not_started"
 	StateInProgress = "in_progress"
 	StateUpToDate   = "up_to_date"
-	StateFailed     = "failed"
+	// StateUpdatesAvailable: a non-blocking sync finished downloading; the
+	// user applies the updates (POST /v1/apply).
+	StateUpdatesAvailable = "updates_available"
+	StateFailed           = "failed"
 	// StateIncompatible: agent and server protocol versions do not fit;
 	// nothing syncs until one side is upgraded (LastError says which).
 	StateIncompatible = "incompatible_server"
@@ -40,10 +43,20 @@ type Status struct {
 	Reminder *Due `json:"reminder,omitempty"`
 	// Wiped is set when this start removed the device's data because the
 	// agent had not been used for retention_days.
-	Wiped     *store.WipeReport `json:"wiped,omitempty"`
-	LastError string            `json:"last_error,omitempty"`
-	Progress  []ChannelProgress `json:"progress"`
-	Channels  []ChannelStatus   `json:"channels"`
+	Wiped *store.WipeReport `json:"wiped,omitempty"`
+	// RefreshMode is the non-blocking sync setting; Blocking is set while a
+	// blocking sync runs (the app should wait for it).
+	RefreshMode bool `json:"refresh_mode"`
+	Blocking    bool `json:"blocking,omitempty"`
+	// UpdatesAvailableSince and AgeBand (green, orange, red) describe
+	// downloaded updates waiting for Apply; StagedChanges counts them.
+	UpdatesAvailableSince *time.Time        `json:"updates_available_since,omitempty"`
+	AgeBand               string            `json:"age_band,omitempty"`
+	StagedChanges         int               `json:"staged_changes"`
+	LastApplied           *time.Time        `json:"last_applied,omitempty"`
+	LastError             string            `json:"last_error,omitempty"`
+	Progress              []ChannelProgress `json:"progress"`
+	Channels              []ChannelStatus   `json:"channels"`
 	// SyncErrors counts local writes the server refused or found in
 	// conflict, waiting for the user (GET /v1/conflicts).
 	SyncErrors int `json:"sync_errors"`
@@ -89,9 +102,29 @@ func (a *Agent) Status(ctx context.Context) (Status, error) {
 	}
 	st.SyncErrors = counts[store.StateConflict] + counts[store.StateRejected]
 	st.PendingWrites = counts[store.StateQueued] + counts[store.StateSent]
+	if err := a.stagingStatus(ctx, &st); err != nil {
+		return st, err
+	}
 	initial, err := a.db.Meta(ctx, metaInitialDone)
 	st.OnlineOnly = initial == ""
 	return st, err
+}
+
+func (a *Agent) stagingStatus(ctx context.Context, st *Status) error {
+	sg, err := a.db.StagingState(ctx)
+	if err != nil {
+		return err
+	}
+	st.RefreshMode, st.LastApplied = a.cfg.Refresh(), sg.LastApplied
+	if sg.Ready != nil {
+		st.UpdatesAvailableSince, st.StagedChanges = sg.Ready, sg.Changes
+		st.AgeBand = AgeBand(*sg.Ready, a.now())
+		if st.State == StateUpToDate {
+			st.State = StateUpdatesAvailable
+		}
+	}
+	st.Blocking = st.State == StateInProgress && !a.cfg.Refresh()
+	return nil
 }
 
 func (a *Agent) runtimeStatus() Status {

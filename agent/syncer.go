@@ -22,8 +22,9 @@ type Syncer struct {
 	db       *store.DB
 	log      *slog.Logger
 	progress atomic.Pointer[progress]
-	upMu     sync.Mutex // one upload at a time (sync and autosync)
-	resMu    sync.Mutex // one results reader at a time
+	staging  atomic.Bool // the running sync downloads into staging
+	upMu     sync.Mutex  // one upload at a time (sync and autosync)
+	resMu    sync.Mutex  // one results reader at a time
 	// Test hooks: onBatch runs after each committed batch, onTrace is told
 	// of every upload and download step in order, beforeMarkSent runs
 	// between publishing an upload and recording it.
@@ -44,14 +45,21 @@ func NewSyncer(cfg Config, client *natsjs.Client, db *store.DB, log *slog.Logger
 
 // Report summarises one sync.
 type Report struct {
-	Scope    Scope             `json:"scope"`
-	Started  time.Time         `json:"started"`
-	Finished time.Time         `json:"finished"`
-	Uploaded int               `json:"uploaded"`
-	Results  int               `json:"results"`
-	Applied  int               `json:"applied"`
-	Rejected int               `json:"rejected"`
-	Channels []ChannelProgress `json:"channels"`
+	Scope    Scope     `json:"scope"`
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	// Staged: the sync downloaded into staging (refresh mode); Resumed: it
+	// continued an interrupted staged download; Discarded: it dropped one
+	// older than the resume window; UpdatesAvailable: Apply has work.
+	Staged           bool              `json:"staged"`
+	Resumed          bool              `json:"resumed,omitempty"`
+	Discarded        bool              `json:"discarded,omitempty"`
+	UpdatesAvailable bool              `json:"updates_available,omitempty"`
+	Uploaded         int               `json:"uploaded"`
+	Results          int               `json:"results"`
+	Applied          int               `json:"applied"`
+	Rejected         int               `json:"rejected"`
+	Channels         []ChannelProgress `json:"channels"`
 }
 
 // Sync runs one sync of scope. Queued writes go up first, all of them,
@@ -71,6 +79,10 @@ func (s *Syncer) Sync(ctx context.Context, scope Scope) (Report, error) {
 		r.Finished = time.Now()
 		return r, fmt.Errorf("upload: %w", err)
 	}
+	if err := s.prepareStaging(ctx, &r); err != nil {
+		r.Finished = time.Now()
+		return r, err
+	}
 	for _, ch := range scope.Channels() {
 		if err := s.syncChannel(ctx, ch, &r); err != nil {
 			r.Finished, r.Channels = time.Now(), s.progress.Load().snapshot()
@@ -81,8 +93,35 @@ func (s *Syncer) Sync(ctx context.Context, scope Scope) (Report, error) {
 		r.Finished = time.Now()
 		return r, fmt.Errorf("results: %w", err)
 	}
+	if r.Staged {
+		if r.UpdatesAvailable, err = s.db.MarkStagingReady(ctx, s.cfg.Clock()); err != nil {
+			return r, err
+		}
+	}
 	r.Finished, r.Channels = time.Now(), s.progress.Load().snapshot()
 	return r, nil
+}
+
+// prepareStaging decides how this sync lands. In refresh mode (the
+// default) changes download into staging and wait for Apply; an
+// interrupted staged download is resumed within the resume window and
+// discarded after it. With refresh mode off changes apply as they download
+// (blocking sync), and any staging left from before is dropped.
+func (s *Syncer) prepareStaging(ctx context.Context, r *Report) error {
+	r.Staged = s.cfg.Refresh()
+	s.staging.Store(r.Staged)
+	if !r.Staged {
+		return s.db.DropStaging(ctx)
+	}
+	resumed, discarded, err := s.db.BeginStaging(ctx, s.cfg.ResumeWindow, s.cfg.Clock())
+	if err != nil {
+		return err
+	}
+	r.Resumed, r.Discarded = resumed, discarded
+	if resumed || discarded {
+		s.log.Info("staged download", "resumed", resumed, "discarded_after_resume_window", discarded)
+	}
+	return nil
 }
 
 // Handshake exchanges protocol versions with the broker; an incompatible

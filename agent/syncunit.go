@@ -26,9 +26,15 @@ type fetched struct {
 // overlap; at most a few batches are in flight, which bounds memory.
 func (s *Syncer) syncUnit(ctx context.Context, unit string, ch events.Channel, bulk *bool, r *Report) error {
 	cp, err := s.db.Checkpoint(ctx, unit, ch)
+	if s.staging.Load() {
+		cp, err = s.db.StagingCheckpoint(ctx, unit, ch)
+	}
 	if err != nil {
 		return err
 	}
+	// A (unit, channel) never loaded has nothing to show yet: its initial
+	// snapshot goes straight into the live view, even in refresh mode.
+	stage := s.staging.Load() && cp.SnapshotDone
 	durable, err := natsjs.DurableName(s.cfg.DeviceID, ch)
 	if err != nil {
 		return err
@@ -51,7 +57,7 @@ func (s *Syncer) syncUnit(ctx context.Context, unit string, ch events.Channel, b
 		defer close(batches)
 		return s.fetch(gctx, unit, ch, cur, snapshotLeft, batches)
 	})
-	g.Go(func() error { return s.applyAll(gctx, unit, ch, !cp.SnapshotDone, bulk, batches, r) })
+	g.Go(func() error { return s.applyAll(gctx, unit, ch, !cp.SnapshotDone, stage, bulk, batches, r) })
 	return g.Wait()
 }
 
@@ -87,7 +93,7 @@ func (s *Syncer) fetch(ctx context.Context, unit string, ch events.Channel, cur 
 	}
 }
 
-func (s *Syncer) applyAll(ctx context.Context, unit string, ch events.Channel, snapshot bool, bulk *bool, in <-chan fetched, r *Report) error {
+func (s *Syncer) applyAll(ctx context.Context, unit string, ch events.Channel, snapshot, stage bool, bulk *bool, in <-chan fetched, r *Report) error {
 	for f := range in {
 		if *bulk && !f.bulk && f.received > 0 {
 			// Past the snapshot: changes may now repeat a record, so the
@@ -97,7 +103,7 @@ func (s *Syncer) applyAll(ctx context.Context, unit string, ch events.Channel, s
 			}
 			*bulk = false
 		}
-		b := store.Batch{Unit: unit, Channel: ch, Batch: f.batch, Bulk: *bulk, SnapshotDone: snapshot && f.caughtUp}
+		b := store.Batch{Unit: unit, Channel: ch, Batch: f.batch, Bulk: *bulk && !stage, Stage: stage, SnapshotDone: snapshot && f.caughtUp}
 		n, err := s.db.Apply(ctx, b)
 		if err != nil {
 			return fmt.Errorf("apply: %w", err)

@@ -96,5 +96,5 @@ func freshView(t *testing.T, b *fstest.Broker, units ...string) serverModel {
 	if _, err := NewSyncer(testConfig("observer", units...), b.Client, db, nil).Sync(context.Background(), ScopeFull); err != nil {
 		t.Fatal(err)
 	}
-	return modelOf(t, db)
+	return liveServerView(t, db)
 }

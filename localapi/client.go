@@ -118,3 +118,9 @@ func (c *Client) Resolve(ctx context.Context, id, action string) error {
 	var out map[string]any
 	return c.do(ctx, http.MethodPost, "/v1/conflicts/"+url.PathEscape(id)+"/"+url.PathEscape(action), nil, &out)
 }
+
+// Apply makes the downloaded updates live.
+func (c *Client) Apply(ctx context.Context) (agent.ApplyReport, error) {
+	var out agent.ApplyReport
+	return out, c.do(ctx, http.MethodPost, "/v1/apply", nil, &out)
+}

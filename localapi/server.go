@@ -27,6 +27,7 @@ type Backend interface {
 	Conflicts(ctx context.Context) ([]store.Conflict, error)
 	Resolve(ctx context.Context, mutationID, action string) (*store.Mutation, error)
 	SignIn(ctx context.Context, user string) error
+	Apply(ctx context.Context) (agent.ApplyReport, error)
 	Touch(ctx context.Context) error
 }
 
@@ -54,6 +55,7 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /v1/conflicts", h.conflicts)
 	mux.HandleFunc("POST /v1/conflicts/{id}/{action}", h.resolve)
 	mux.HandleFunc("POST /v1/signin", h.signin)
+	mux.HandleFunc("POST /v1/apply", h.apply)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no route "+r.Method+" "+r.URL.Path)
 	})
@@ -70,6 +72,19 @@ func (h *handler) touching(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+func (h *handler) apply(w http.ResponseWriter, r *http.Request) {
+	rep, err := h.b.Apply(r.Context())
+	if errors.Is(err, store.ErrNothingToApply) {
+		writeError(w, http.StatusConflict, "nothing_to_apply", err.Error())
+		return
+	}
+	if err != nil {
+		h.internal(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rep)
 }
 
 func (h *handler) signin(w http.ResponseWriter, r *http.Request) {

@@ -55,7 +55,7 @@ func startEnv(t *testing.T) *env {
 	pub("south", events.ChannelEvents, "finding", "s-fnd-1")
 	pub("", events.ChannelAdmin, "setting", "tenant-set-1")
 
-	cfg := agent.Config{DeviceID: "tab-1", User: "alice", OrgUnits: []string{"north", "south"}, BrokerURL: e.broker.URL(),
+	cfg := agent.Config{RefreshMode: blockingMode(), DeviceID: "tab-1", User: "alice", OrgUnits: []string{"north", "south"}, BrokerURL: e.broker.URL(),
 		DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", StallTimeout: 5 * time.Second, BatchSize: 100}
 	a, err := agent.Open(ctxT(t), cfg, quietLog())
 	if err != nil {
@@ -370,4 +370,11 @@ func TestServe(t *testing.T) {
 			t.Fatalf("Serve(%q) did not return after cancel", addr)
 		}
 	}
+}
+
+// blockingMode turns refresh mode off: these tests look at changes as soon
+// as a sync applied them.
+func blockingMode() *bool {
+	off := false
+	return &off
 }

@@ -29,7 +29,7 @@ func startWriteEnv(t *testing.T) *env {
 	e.versions["srv-1"] = e.broker.MustPublish(t, fstest.Change(t, "north", events.ChannelEvents, "event", "srv-1",
 		map[string]any{"title": "T srv-1", "by": "server"}))
 
-	cfg := agent.Config{DeviceID: "tab-w", User: "alice", OrgUnits: []string{"north", "south"}, BrokerURL: e.broker.URL(),
+	cfg := agent.Config{RefreshMode: blockingMode(), DeviceID: "tab-w", User: "alice", OrgUnits: []string{"north", "south"}, BrokerURL: e.broker.URL(),
 		DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", StallTimeout: 5 * time.Second, AutosyncInterval: 50 * time.Millisecond}
 	a, err := agent.Open(ctxT(t), cfg, quietLog())
 	if err != nil {

@@ -24,6 +24,9 @@ type Batch struct {
 	// (see [DB.BeginBulk]); deletes in it concern records the device never
 	// had and are skipped.
 	Bulk bool
+	// Stage writes the batch into the staged download instead of the live
+	// view (non-blocking sync, see [DB.BeginStaging]).
+	Stage bool
 }
 
 // Apply applies b and advances the (unit, channel) checkpoint in one
@@ -33,6 +36,9 @@ type Batch struct {
 func (db *DB) Apply(ctx context.Context, b Batch) (int, error) {
 	if !b.Channel.Valid() {
 		return 0, fmt.Errorf("store: apply: unknown channel %q", b.Channel)
+	}
+	if b.Stage {
+		return db.stage(ctx, b)
 	}
 	applied := 0
 	err := db.tx(ctx, func(tx *sql.Tx) error {

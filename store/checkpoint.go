@@ -30,28 +30,39 @@ type queryer interface {
 }
 
 func readCheckpoint(ctx context.Context, q queryer, unit string, ch events.Channel) (Checkpoint, error) {
+	cp, _, err := readCheckpointFrom(ctx, q, "checkpoints", unit, ch)
+	return cp, err
+}
+
+// readCheckpointFrom reads (unit, ch) from table (checkpoints or
+// staged_checkpoints) and reports whether the row exists.
+func readCheckpointFrom(ctx context.Context, q queryer, table, unit string, ch events.Channel) (Checkpoint, bool, error) {
 	cp := Checkpoint{Unit: unit, Channel: ch}
 	var last, at int64
-	err := q.QueryRowContext(ctx, `SELECT last_seq, snapshot_done, applied, rejected, updated_at FROM checkpoints
+	err := q.QueryRowContext(ctx, `SELECT last_seq, snapshot_done, applied, rejected, updated_at FROM `+table+`
 		WHERE org_unit = ? AND channel = ?`, unit, string(ch)).Scan(&last, &cp.SnapshotDone, &cp.Applied, &cp.Rejected, &at)
 	if errors.Is(err, sql.ErrNoRows) {
-		return cp, nil
+		return cp, false, nil
 	}
 	if err != nil {
-		return cp, fmt.Errorf("store: read checkpoint %s/%s: %w", unit, ch, err)
+		return cp, false, fmt.Errorf("store: read checkpoint %s/%s: %w", unit, ch, err)
 	}
 	cp.LastSeq, cp.UpdatedAt = uint64(last), time.UnixMilli(at)
-	return cp, nil
+	return cp, true, nil
 }
 
 func advance(ctx context.Context, tx *sql.Tx, b Batch, cp Checkpoint, applied, rejected int) error {
+	return advanceIn(ctx, tx, "checkpoints", b, cp, applied, rejected)
+}
+
+func advanceIn(ctx context.Context, tx *sql.Tx, table string, b Batch, cp Checkpoint, applied, rejected int) error {
 	last := max(cp.LastSeq, b.LastSeq)
-	_, err := tx.ExecContext(ctx, `INSERT INTO checkpoints (org_unit, channel, last_seq, snapshot_done, applied, rejected, updated_at)
+	_, err := tx.ExecContext(ctx, `INSERT INTO `+table+` (org_unit, channel, last_seq, snapshot_done, applied, rejected, updated_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (org_unit, channel) DO UPDATE SET last_seq = excluded.last_seq,
 			snapshot_done = max(snapshot_done, excluded.snapshot_done),
-			applied = applied + excluded.applied, rejected = rejected + excluded.rejected, updated_at = excluded.updated_at`,
-		b.Unit, string(b.Channel), int64(last), b.SnapshotDone || cp.SnapshotDone, applied, rejected, time.Now().UnixMilli())
+			applied = excluded.applied, rejected = excluded.rejected, updated_at = excluded.updated_at`,
+		b.Unit, string(b.Channel), int64(last), b.SnapshotDone || cp.SnapshotDone, cp.Applied+int64(applied), cp.Rejected+int64(rejected), time.Now().UnixMilli())
 	if err != nil {
 		return fmt.Errorf("store: advance checkpoint %s/%s: %w", b.Unit, b.Channel, err)
 	}

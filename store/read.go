@@ -60,19 +60,13 @@ func (db *DB) Records(ctx context.Context, q Query) ([]Record, error) {
 		q.Limit = 100
 	}
 	q.Limit = min(q.Limit, 10000)
-	t := table(q.Channel)
-	cols := `org_unit, kind, record_id, version, event_id, origin, updated_at, body, 0`
-	sqlText, sqlArgs := `SELECT `+cols+` FROM `+t+where(conds), args
-	if has, err := db.hasPending(ctx, q.Channel); err != nil {
+	l, err := db.layersOf(ctx, q.Channel)
+	if err != nil {
 		return nil, err
-	} else if has {
-		sqlText = `SELECT ` + cols + ` FROM ` + t + ` r` + where(append(conds, notPending)) + ` UNION ALL
-			SELECT org_unit, kind, record_id, coalesce((SELECT version FROM ` + t + ` r WHERE r.org_unit = p.org_unit AND r.kind = p.kind
-			AND r.record_id = p.record_id), 0), mutation_id, 'local', updated_at, body, 1 FROM pending p` +
-			where(append(conds, "channel = ?", "deleted = 0"))
-		sqlArgs = append(append(append(append([]any{}, args...), string(q.Channel)), args...), string(q.Channel))
 	}
-	rows, err := db.reader.QueryContext(ctx, sqlText+` ORDER BY 1, 2, 3 LIMIT ? OFFSET ?`, append(sqlArgs, q.Limit, q.Offset)...)
+	arms, armArgs := liveArms(q.Channel, conds, args, l)
+	rows, err := db.reader.QueryContext(ctx, strings.Join(arms, " UNION ALL ")+` ORDER BY 1, 2, 3 LIMIT ? OFFSET ?`,
+		append(armArgs, q.Limit, q.Offset)...)
 	if err != nil {
 		return nil, fmt.Errorf("store: records: %w", err)
 	}
@@ -88,18 +82,6 @@ func (db *DB) Records(ctx context.Context, q Query) ([]Record, error) {
 	return out, rows.Err()
 }
 
-// notPending keeps server records the device has no unconfirmed change of.
-const notPending = `NOT EXISTS (SELECT 1 FROM pending p WHERE p.channel = ? AND p.org_unit = r.org_unit AND p.kind = r.kind AND p.record_id = r.record_id)`
-
-func (db *DB) hasPending(ctx context.Context, ch events.Channel) (bool, error) {
-	var n int
-	err := db.reader.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM pending WHERE channel = ? LIMIT 1)`, string(ch)).Scan(&n)
-	if err != nil {
-		return false, fmt.Errorf("store: pending: %w", err)
-	}
-	return n > 0, nil
-}
-
 // Count returns how many records of the live view match q (Limit and
 // Offset ignored).
 func (db *DB) Count(ctx context.Context, q Query) (int, error) {
@@ -107,17 +89,16 @@ func (db *DB) Count(ctx context.Context, q Query) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	t := table(q.Channel)
-	sqlText, sqlArgs := `SELECT count(*) FROM `+t+where(conds), args
-	if has, err := db.hasPending(ctx, q.Channel); err != nil {
+	l, err := db.layersOf(ctx, q.Channel)
+	if err != nil {
 		return 0, err
-	} else if has {
-		sqlText = `SELECT (SELECT count(*) FROM ` + t + ` r` + where(append(conds, notPending)) + `) +
-			(SELECT count(*) FROM pending` + where(append(conds, "channel = ?", "deleted = 0")) + `)`
-		sqlArgs = append(append(append(append([]any{}, args...), string(q.Channel)), args...), string(q.Channel))
+	}
+	arms, armArgs := liveArms(q.Channel, conds, args, l)
+	for i, a := range arms {
+		arms[i] = "(SELECT count(*) FROM (" + a + "))"
 	}
 	var n int
-	if err := db.reader.QueryRowContext(ctx, sqlText, sqlArgs...).Scan(&n); err != nil {
+	if err := db.reader.QueryRowContext(ctx, "SELECT "+strings.Join(arms, " + "), armArgs...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("store: count: %w", err)
 	}
 	return n, nil

@@ -112,7 +112,18 @@ func accept(ctx context.Context, tx *sql.Tx, m Mutation, r *events.Result, b Res
 	return err
 }
 
+// upsertServer records the server's state of a record learned outside a
+// download (an accepted write, a conflict): it goes into the channel
+// table, and any staged change of the record it supersedes is dropped.
 func upsertServer(ctx context.Context, tx *sql.Tx, a events.Address, version uint64, eventID, origin string, at int64, body []byte) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM staged WHERE channel = ? AND org_unit = ? AND kind = ? AND record_id = ? AND version <= ?`,
+		string(a.Channel), a.OrgUnit, a.Kind, a.RecordID, int64(version)); err != nil {
+		return err
+	}
+	return upsertBase(ctx, tx, a, version, eventID, origin, at, body)
+}
+
+func upsertBase(ctx context.Context, tx *sql.Tx, a events.Address, version uint64, eventID, origin string, at int64, body []byte) error {
 	t := table(a.Channel)
 	_, err := tx.ExecContext(ctx, `INSERT INTO `+t+` (org_unit, kind, record_id, version, event_id, origin, updated_at, body)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (org_unit, kind, record_id) DO UPDATE SET version = excluded.version,

@@ -73,6 +73,33 @@ var migrations = []string{
 		record_id TEXT NOT NULL,
 		until     INTEGER NOT NULL,
 		PRIMARY KEY (org_unit, kind, record_id)) WITHOUT ROWID;`,
+	// 3: non-blocking sync. staged holds the changes a sync downloaded
+	// and the user has not applied yet (gen > applied_gen), or applied ones
+	// not yet merged into the channel tables (gen <= applied_gen): the live
+	// view reads those on top of the channel tables. staged_checkpoints is
+	// the download position of the staging.
+	`CREATE TABLE staged (
+		channel    TEXT NOT NULL,
+		org_unit   TEXT NOT NULL,
+		kind       TEXT NOT NULL,
+		record_id  TEXT NOT NULL,
+		gen        INTEGER NOT NULL,
+		version    INTEGER NOT NULL,
+		event_id   TEXT NOT NULL,
+		origin     TEXT NOT NULL DEFAULT '',
+		updated_at INTEGER NOT NULL,
+		deleted    INTEGER NOT NULL,
+		body       BLOB,
+		PRIMARY KEY (channel, org_unit, kind, record_id)) WITHOUT ROWID;
+	CREATE TABLE staged_checkpoints (
+		org_unit   TEXT NOT NULL,
+		channel    TEXT NOT NULL,
+		last_seq   INTEGER NOT NULL DEFAULT 0,
+		snapshot_done INTEGER NOT NULL DEFAULT 0,
+		applied    INTEGER NOT NULL DEFAULT 0,
+		rejected   INTEGER NOT NULL DEFAULT 0,
+		updated_at INTEGER NOT NULL DEFAULT 0,
+		PRIMARY KEY (org_unit, channel)) WITHOUT ROWID;`,
 }
 
 // recordTable is the projection table of one channel. Its indexes are

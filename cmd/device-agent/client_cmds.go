@@ -50,6 +50,10 @@ func printStatus(w io.Writer, st agent.Status) {
 	fmt.Fprintf(w, "broker      %s\n", map[bool]string{true: "connected", false: "not connected"}[st.Connected])
 	fmt.Fprintf(w, "last sync   %s\n", fmtTime(st.LastSyncCompleted))
 	fmt.Fprintf(w, "next sync   %s\n", fmtTime(st.NextSync))
+	if st.UpdatesAvailableSince != nil {
+		fmt.Fprintf(w, "updates     %d changes available since %s (%s) — run: device-agent apply\n", st.StagedChanges, fmtTime(st.UpdatesAvailableSince), st.AgeBand)
+	}
+	fmt.Fprintf(w, "last apply  %s\n", fmtTime(st.LastApplied))
 	fmt.Fprintf(w, "sync errors %d\n", st.SyncErrors)
 	if st.LastError != "" {
 		fmt.Fprintf(w, "last error  %s\n", st.LastError)

@@ -37,7 +37,7 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.api, "api", envOr("FIELDSYNC_AGENT_API", "127.0.0.1:7480"), "local API address of the running agent")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON for scripts")
-	root.AddCommand(newRunCmd(), newStatusCmd(g), newSyncCmd(g), newRecordsCmd(g), newWriteCmd(g), newConflictsCmd(g), newResolveCmd(g))
+	root.AddCommand(newRunCmd(), newStatusCmd(g), newSyncCmd(g), newRecordsCmd(g), newWriteCmd(g), newConflictsCmd(g), newResolveCmd(g), newApplyCmd(g))
 	return root
 }
 

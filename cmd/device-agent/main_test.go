@@ -32,7 +32,7 @@ func startAgent(t *testing.T) (string, *fstest.Broker) {
 	}
 	b.MustPublish(t, fstest.Change(t, "north", events.ChannelDocuments, "document", "doc-1", map[string]any{"title": "Doc"}))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg := agent.Config{DeviceID: "tab-cli", User: "bob", OrgUnits: []string{"north"}, BrokerURL: b.URL(),
+	cfg := agent.Config{RefreshMode: blockingMode(), DeviceID: "tab-cli", User: "bob", OrgUnits: []string{"north"}, BrokerURL: b.URL(),
 		DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", StallTimeout: 5 * time.Second}
 	a, err := agent.Open(context.Background(), cfg, log)
 	if err != nil {
@@ -255,4 +255,11 @@ func TestRunCmd_BadConfig(t *testing.T) {
 	if _, err := run(t, "run", "--config", filepath.Join(t.TempDir(), "missing.yaml")); err == nil {
 		t.Fatal("run with a missing config: no error")
 	}
+}
+
+// blockingMode turns refresh mode off: these tests look at changes as soon
+// as a sync applied them.
+func blockingMode() *bool {
+	off := false
+	return &off
 }

@@ -110,3 +110,21 @@ func newResolveCmd(g *globals) *cobra.Command {
 		},
 	}
 }
+
+func newApplyCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "apply",
+		Short: "Apply Update: make the downloaded updates live in one step",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			rep, err := localapi.NewClient(g.api).Apply(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), rep)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "applied %d changes in %s\n", rep.Changes, rep.Took)
+			return nil
+		},
+	}
+}

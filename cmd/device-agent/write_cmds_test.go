@@ -40,7 +40,7 @@ func startWriteAgent(t *testing.T) (string, *fstest.Broker, uint64) {
 		}
 	})
 
-	cfg := agent.Config{DeviceID: "tab-cli", User: "bob", OrgUnits: []string{"north"}, BrokerURL: b.URL(),
+	cfg := agent.Config{RefreshMode: blockingMode(), DeviceID: "tab-cli", User: "bob", OrgUnits: []string{"north"}, BrokerURL: b.URL(),
 		DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", StallTimeout: 5 * time.Second, AutosyncInterval: 50 * time.Millisecond}
 	a, err := agent.Open(context.Background(), cfg, log)
 	if err != nil {

@@ -1,0 +1,62 @@
+package agent
+
+import (
+	"context"
+	"time"
+)
+
+// ApplyReport says what an Apply made live.
+type ApplyReport struct {
+	Changes int           `json:"changes"`
+	Took    time.Duration `json:"took_ns"`
+	At      time.Time     `json:"at"`
+}
+
+// Apply makes the staged updates live in one atomic step (Apply Update).
+// It fails with store.ErrNothingToApply when no completed download waits.
+// Folding the applied changes into the channel tables continues in the
+// background; reads see the new state at once either way.
+func (a *Agent) Apply(ctx context.Context) (ApplyReport, error) {
+	start := time.Now()
+	n, err := a.db.ApplyStaged(ctx, a.now())
+	if err != nil {
+		return ApplyReport{}, err
+	}
+	r := ApplyReport{Changes: n, Took: time.Since(start), At: a.now()}
+	a.log.Info("updates applied", "changes", n, "took", r.Took.Round(time.Microsecond))
+	select {
+	case a.merge <- struct{}{}:
+	default:
+	}
+	return r, nil
+}
+
+// merger folds applied changes into the channel tables after each Apply
+// (and once at start for an Apply a crash interrupted the merge of).
+func (a *Agent) merger(ctx context.Context) {
+	for {
+		if n, err := a.db.MergeApplied(ctx, 2000); err != nil && ctx.Err() == nil {
+			a.log.Error("merge applied updates", "err", err)
+		} else if n > 0 {
+			a.log.Debug("applied updates merged", "rows", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.merge:
+		}
+	}
+}
+
+// AgeBand is the colour of waiting updates after the seeds' status widget:
+// green under a day, orange from one to two days, red after two days.
+func AgeBand(since, now time.Time) string {
+	switch age := now.Sub(since); {
+	case age < 24*time.Hour:
+		return "green"
+	case age <= 48*time.Hour:
+		return "orange"
+	default:
+		return "red"
+	}
+}
