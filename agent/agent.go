@@ -33,6 +33,7 @@ type Agent struct {
 	wake     chan struct{}
 	merge    chan struct{}
 
+	syncMu    sync.Mutex // one sync at a time (loop and Sync Now)
 	mu        sync.Mutex
 	client    *natsjs.Client
 	syncer    *Syncer

@@ -81,6 +81,8 @@ func (a *Agent) setReminder(d Due) {
 }
 
 func (a *Agent) runSync(ctx context.Context, scope Scope, automatic bool) {
+	a.syncMu.Lock()
+	defer a.syncMu.Unlock()
 	a.mu.Lock()
 	a.running, a.started, a.reminder = scope, time.Now(), nil
 	syncer := a.syncer
@@ -117,4 +119,33 @@ func (a *Agent) recordCompletion(ctx context.Context, scope Scope, at time.Time,
 			a.log.Error("record sync completion", "key", k, "err", err)
 		}
 	}
+}
+
+// SyncNow clears the local data and reloads it (see [Syncer.Reset]),
+// after uploading every pending write; it refuses with an error wrapping
+// [ErrResetRefused] when that is not possible. It waits for the reload.
+func (a *Agent) SyncNow(ctx context.Context) (Report, error) {
+	a.syncMu.Lock()
+	defer a.syncMu.Unlock()
+	a.mu.Lock()
+	s := a.syncer
+	a.running, a.started = ScopeFull, time.Now()
+	a.mu.Unlock()
+	if s == nil {
+		return Report{}, ErrResetRefused
+	}
+	rep, err := s.Reset(ctx, 30*time.Second)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.running = ""
+	if err != nil {
+		if !errors.Is(err, ErrResetRefused) {
+			a.lastErr, a.failed, a.failedAt = err, ScopeFull, time.Now()
+		}
+		return rep, err
+	}
+	a.lastErr, a.completed = nil, rep.Finished
+	a.planner.Done(ScopeFull, rep.Finished, false)
+	a.recordCompletion(context.WithoutCancel(ctx), ScopeFull, rep.Finished, false)
+	return rep, nil
 }

@@ -201,4 +201,3 @@ func TestSyncer_Sync_LiveViewServesDuringLargeStagedDownload(t *testing.T) {
 		t.Fatalf("after Apply: %d records, server %d", len(got), len(model))
 	}
 }
-

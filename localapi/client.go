@@ -124,3 +124,9 @@ func (c *Client) Apply(ctx context.Context) (agent.ApplyReport, error) {
 	var out agent.ApplyReport
 	return out, c.do(ctx, http.MethodPost, "/v1/apply", nil, &out)
 }
+
+// SyncNow clears local data and reloads it after uploading pending writes.
+func (c *Client) SyncNow(ctx context.Context) (agent.Report, error) {
+	var out agent.Report
+	return out, c.do(ctx, http.MethodPost, "/v1/sync", SyncRequest{Scope: string(agent.ScopeFull), Reset: true}, &out)
+}

@@ -28,6 +28,7 @@ type Backend interface {
 	Resolve(ctx context.Context, mutationID, action string) (*store.Mutation, error)
 	SignIn(ctx context.Context, user string) error
 	Apply(ctx context.Context) (agent.ApplyReport, error)
+	SyncNow(ctx context.Context) (agent.Report, error)
 	Touch(ctx context.Context) error
 }
 
@@ -213,6 +214,9 @@ func (h *handler) resolve(w http.ResponseWriter, r *http.Request) {
 // SyncRequest is the body of POST /v1/sync.
 type SyncRequest struct {
 	Scope string `json:"scope"`
+	// Reset is "Sync Now": upload pending writes, clear local data and
+	// reload it (scope full only). It runs before the response.
+	Reset bool `json:"reset,omitempty"`
 }
 
 func (h *handler) sync(w http.ResponseWriter, r *http.Request) {
@@ -228,11 +232,32 @@ func (h *handler) sync(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
+	if req.Reset {
+		h.reset(w, r, scope)
+		return
+	}
 	if err := h.b.RequestSync(scope); err != nil {
 		writeError(w, http.StatusConflict, "sync_pending", err.Error())
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"queued": true, "scope": scope, "at": time.Now().UTC()})
+}
+
+func (h *handler) reset(w http.ResponseWriter, r *http.Request, scope agent.Scope) {
+	if scope != agent.ScopeFull {
+		writeError(w, http.StatusBadRequest, "bad_request", "reset needs scope full")
+		return
+	}
+	rep, err := h.b.SyncNow(r.Context())
+	if errors.Is(err, agent.ErrResetRefused) {
+		writeError(w, http.StatusConflict, "reset_refused", err.Error())
+		return
+	}
+	if err != nil {
+		h.internal(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rep)
 }
 
 func (h *handler) internal(w http.ResponseWriter, err error) {

@@ -34,7 +34,7 @@ func (db *DB) Wipe(ctx context.Context, keep ...string) (WipeReport, error) {
 			return err
 		}
 		for _, t := range []string{"records_events", "records_admin", "records_documents", "outbox", "pending",
-			"retention", "checkpoints", "sync_errors"} {
+			"retention", "checkpoints", "sync_errors", "staged", "staged_checkpoints"} {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM `+t); err != nil {
 				return err
 			}

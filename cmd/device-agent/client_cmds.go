@@ -86,9 +86,9 @@ func fmtTime(t *time.Time) string {
 
 func newSyncCmd(g *globals) *cobra.Command {
 	var scope string
-	var wait bool
+	var wait, reset bool
 	cmd := &cobra.Command{
-		Use:   "sync [--scope full|events|admin|documents] [--wait]",
+		Use:   "sync [--scope full|events|admin|documents] [--wait] [--reset]",
 		Short: "Start a sync (upload then download) of a scope",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			sc, err := agent.ParseScope(scope)
@@ -96,6 +96,14 @@ func newSyncCmd(g *globals) *cobra.Command {
 				return err
 			}
 			c := localapi.NewClient(g.api)
+			if reset {
+				rep, err := c.SyncNow(cmd.Context())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "sync now: local data cleared and reloaded (%d changes, %d writes uploaded first)\n", rep.Applied, rep.Uploaded)
+				return nil
+			}
 			before, err := c.Status(cmd.Context())
 			if err != nil {
 				return err
@@ -112,6 +120,7 @@ func newSyncCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&scope, "scope", "full", "full, events, admin or documents")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the sync to finish, printing progress")
+	cmd.Flags().BoolVar(&reset, "reset", false, "Sync Now: upload pending writes, clear local data and reload it (refuses if writes cannot be uploaded)")
 	return cmd
 }
 
