@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fieldsync/fieldsync/natsjs"
@@ -34,6 +35,7 @@ type Agent struct {
 	merge    chan struct{}
 
 	syncMu    sync.Mutex // one sync at a time (loop and Sync Now)
+	refresh   atomic.Bool
 	mu        sync.Mutex
 	client    *natsjs.Client
 	syncer    *Syncer
@@ -68,6 +70,10 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 	if v, _ := db.Meta(ctx, metaLastCompleted); v != "" {
 		a.completed, _ = time.Parse(time.RFC3339Nano, v)
 	}
+	a.refresh.Store(cfg.Refresh())
+	if v, _ := db.Meta(ctx, metaRefreshMode); v != "" {
+		a.refresh.Store(v == "on")
+	}
 	if err := a.enforceRetention(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -101,6 +107,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer client.Close()
 	s := NewSyncer(a.cfg, client, a.db, a.log)
+	s.refresh = a.RefreshMode
 	a.mu.Lock()
 	a.client, a.syncer = client, s
 	a.mu.Unlock()

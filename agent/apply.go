@@ -2,7 +2,10 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"time"
+
+	"github.com/fieldsync/fieldsync/store"
 )
 
 // ApplyReport says what an Apply made live.
@@ -19,9 +22,13 @@ type ApplyReport struct {
 func (a *Agent) Apply(ctx context.Context) (ApplyReport, error) {
 	start := time.Now()
 	n, err := a.db.ApplyStaged(ctx, a.now())
+	if err != nil && !errors.Is(err, store.ErrNothingToApply) {
+		a.logActivity(ctx, "apply", "", start, err, nil)
+	}
 	if err != nil {
 		return ApplyReport{}, err
 	}
+	a.logActivity(ctx, "apply", "", start, nil, map[string]any{"changes": n, "took_ms": time.Since(start).Milliseconds()})
 	r := ApplyReport{Changes: n, Took: time.Since(start), At: a.now()}
 	a.log.Info("updates applied", "changes", n, "took", r.Took.Round(time.Microsecond))
 	select {

@@ -79,7 +79,11 @@ func (a *Agent) autosyncOnce(ctx context.Context, s *Syncer) error {
 	if !s.client.Connected() || a.incompatible() {
 		return nil
 	}
+	started := time.Now()
 	up, err := s.Upload(ctx)
+	if up > 0 || err != nil {
+		a.logActivity(ctx, "upload", "", started, err, map[string]any{"uploaded": up})
+	}
 	if err != nil {
 		return fmt.Errorf("upload: %w", err)
 	}

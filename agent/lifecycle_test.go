@@ -45,14 +45,6 @@ func pausedDownload(t *testing.T) (*fstest.Broker, *store.DB, Config, uint64) {
 	return b, db, cfg, cp.LastSeq
 }
 
-func received(r Report) uint64 {
-	var n uint64
-	for _, c := range r.Channels {
-		n += c.Received
-	}
-	return n
-}
-
 func TestSyncer_Sync_ResumesWithinWindow(t *testing.T) {
 	b, db, cfg, pausedAt := pausedDownload(t)
 	last := uint64(2001) // 1 + 2000 messages in the stream

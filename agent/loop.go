@@ -89,6 +89,9 @@ func (a *Agent) runSync(ctx context.Context, scope Scope, automatic bool) {
 	a.mu.Unlock()
 	a.log.Info("sync started", "scope", scope, "automatic", automatic)
 	rep, err := syncer.Sync(ctx, scope)
+	d := reportDetail(rep)
+	d["automatic"] = automatic
+	a.logActivity(ctx, "sync", scope, rep.Started, err, d)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.running, a.report = "", &rep
@@ -134,7 +137,9 @@ func (a *Agent) SyncNow(ctx context.Context) (Report, error) {
 	if s == nil {
 		return Report{}, ErrResetRefused
 	}
+	started := time.Now()
 	rep, err := s.Reset(ctx, 30*time.Second)
+	a.logActivity(ctx, "reset", ScopeFull, started, err, reportDetail(rep))
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.running = ""

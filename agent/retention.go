@@ -59,6 +59,8 @@ func (a *Agent) enforceRetention(ctx context.Context) error {
 		a.log.Warn("retention wipe: device unused too long, local data removed",
 			"unused", unused.Round(time.Hour), "limit_days", a.cfg.RetentionDays, "records", r.Records, "unsent_writes", r.Unsent)
 		a.wiped = &r
+		a.logActivity(ctx, "wipe", "", a.now(), nil, map[string]any{"records": r.Records, "unsent_writes": r.Unsent,
+			"unused_hours": int(unused.Hours()), "limit_days": a.cfg.RetentionDays})
 		return a.touch(ctx, true)
 	}
 	return nil

@@ -18,6 +18,9 @@ const (
 	// user applies the updates (POST /v1/apply).
 	StateUpdatesAvailable = "updates_available"
 	StateFailed           = "failed"
+	// StateAuthError: the broker refused the device's credentials;
+	// AuthError says how (login_failed, password_expired, token_rejected).
+	StateAuthError = "authentication_error"
 	// StateIncompatible: agent and server protocol versions do not fit;
 	// nothing syncs until one side is upgraded (LastError says which).
 	StateIncompatible = "incompatible_server"
@@ -44,6 +47,8 @@ type Status struct {
 	// Wiped is set when this start removed the device's data because the
 	// agent had not been used for retention_days.
 	Wiped *store.WipeReport `json:"wiped,omitempty"`
+	// AuthError is set while the broker refuses the device\'s credentials.
+	AuthError string `json:"auth_error,omitempty"`
 	// RefreshMode is the non-blocking sync setting; Blocking is set while a
 	// blocking sync runs (the app should wait for it).
 	RefreshMode bool `json:"refresh_mode"`
@@ -115,7 +120,7 @@ func (a *Agent) stagingStatus(ctx context.Context, st *Status) error {
 	if err != nil {
 		return err
 	}
-	st.RefreshMode, st.LastApplied = a.cfg.Refresh(), sg.LastApplied
+	st.RefreshMode, st.LastApplied = a.RefreshMode(), sg.LastApplied
 	if sg.Ready != nil {
 		st.UpdatesAvailableSince, st.StagedChanges = sg.Ready, sg.Changes
 		st.AgeBand = AgeBand(*sg.Ready, a.now())
@@ -123,7 +128,6 @@ func (a *Agent) stagingStatus(ctx context.Context, st *Status) error {
 			st.State = StateUpdatesAvailable
 		}
 	}
-	st.Blocking = st.State == StateInProgress && !a.cfg.Refresh()
 	return nil
 }
 
@@ -133,7 +137,12 @@ func (a *Agent) runtimeStatus() Status {
 	st := Status{DeviceID: a.cfg.DeviceID, User: a.cfg.User, OrgUnits: a.cfg.OrgUnits, ProtocolVersion: events.SchemaVersion,
 		Progress: []ChannelProgress{}, Scope: a.running}
 	st.Connected = a.client != nil && a.client.Connected()
+	if a.client != nil {
+		st.AuthError = a.client.AuthError()
+	}
 	switch {
+	case st.AuthError != "":
+		st.State = StateAuthError
 	case a.running != "":
 		st.State = StateInProgress
 	case errors.Is(a.lastErr, events.ErrIncompatible):
@@ -153,6 +162,7 @@ func (a *Agent) runtimeStatus() Status {
 	st.Reminder, st.Wiped = a.reminder, a.wiped
 	if a.syncer != nil {
 		st.Progress = a.syncer.Progress()
+		st.Blocking = a.running != "" && !a.syncer.staging.Load()
 	}
 	return st
 }

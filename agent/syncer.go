@@ -23,6 +23,7 @@ type Syncer struct {
 	log      *slog.Logger
 	progress atomic.Pointer[progress]
 	staging  atomic.Bool // the running sync downloads into staging
+	refresh  func() bool // the refresh-mode setting, read at each sync start
 	upMu     sync.Mutex  // one upload at a time (sync and autosync)
 	resMu    sync.Mutex  // one results reader at a time
 	// Test hooks: onBatch runs after each committed batch, onTrace is told
@@ -109,6 +110,9 @@ func (s *Syncer) Sync(ctx context.Context, scope Scope) (Report, error) {
 // (blocking sync), and any staging left from before is dropped.
 func (s *Syncer) prepareStaging(ctx context.Context, r *Report) error {
 	r.Staged = s.cfg.Refresh()
+	if s.refresh != nil {
+		r.Staged = s.refresh()
+	}
 	s.staging.Store(r.Staged)
 	if !r.Staged {
 		return s.db.DropStaging(ctx)

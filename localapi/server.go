@@ -29,6 +29,8 @@ type Backend interface {
 	SignIn(ctx context.Context, user string) error
 	Apply(ctx context.Context) (agent.ApplyReport, error)
 	SyncNow(ctx context.Context) (agent.Report, error)
+	Activity(ctx context.Context, limit int) ([]store.Activity, error)
+	SetRefreshMode(ctx context.Context, on bool) error
 	Touch(ctx context.Context) error
 }
 
@@ -57,6 +59,9 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 	mux.HandleFunc("POST /v1/conflicts/{id}/{action}", h.resolve)
 	mux.HandleFunc("POST /v1/signin", h.signin)
 	mux.HandleFunc("POST /v1/apply", h.apply)
+	mux.HandleFunc("GET /v1/activity", h.activity)
+	mux.HandleFunc("GET /v1/stream", h.stream)
+	mux.HandleFunc("POST /v1/settings", h.settings)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no route "+r.Method+" "+r.URL.Path)
 	})

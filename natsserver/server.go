@@ -41,6 +41,10 @@ type Config struct {
 	DefaultMaxConsumers int
 	// Logging turns the server's own log on (stderr).
 	Logging bool
+	// Users, when set, require a user name and password (name → password)
+	// from every client connecting over the network. Per-device
+	// credentials with subject permissions come with the auth issue.
+	Users map[string]string
 }
 
 // Server is a running embedded nats-server.
@@ -65,6 +69,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		JetStreamMaxMemory: 256 << 20,
 		NoSigs:             true,
 		JetStreamLimits:    server.JSLimitOpts{DefaultMaxConsumers: cfg.DefaultMaxConsumers},
+	}
+	for name, pass := range cfg.Users {
+		opts.Users = append(opts.Users, &server.User{Username: name, Password: pass})
 	}
 	if opts.Host == "" {
 		opts.Host = "127.0.0.1"

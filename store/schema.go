@@ -100,6 +100,15 @@ var migrations = []string{
 		rejected   INTEGER NOT NULL DEFAULT 0,
 		updated_at INTEGER NOT NULL DEFAULT 0,
 		PRIMARY KEY (org_unit, channel)) WITHOUT ROWID;`,
+	// 4: the activity log: every sync, apply, upload, reset and wipe.
+	`CREATE TABLE activity (
+		id       INTEGER PRIMARY KEY,
+		kind     TEXT NOT NULL,
+		scope    TEXT NOT NULL DEFAULT '',
+		started  INTEGER NOT NULL,
+		finished INTEGER NOT NULL,
+		outcome  TEXT NOT NULL,
+		detail   TEXT NOT NULL DEFAULT '{}');`,
 }
 
 // recordTable is the projection table of one channel. Its indexes are

@@ -1,0 +1,25 @@
+package agent
+
+import "context"
+
+// metaRefreshMode holds the refresh-mode toggle once the user changed it;
+// it then overrides the config file.
+const metaRefreshMode = "setting:refresh_mode"
+
+// RefreshMode reports whether syncs are non-blocking (staged until Apply).
+func (a *Agent) RefreshMode() bool { return a.refresh.Load() }
+
+// SetRefreshMode switches non-blocking sync on or off. It takes effect at
+// the next sync; a sync already running keeps its mode.
+func (a *Agent) SetRefreshMode(ctx context.Context, on bool) error {
+	v := "off"
+	if on {
+		v = "on"
+	}
+	if err := a.db.SetMeta(ctx, metaRefreshMode, v); err != nil {
+		return err
+	}
+	a.refresh.Store(on)
+	a.log.Info("refresh mode switched", "on", on, "effective", "next sync")
+	return nil
+}
