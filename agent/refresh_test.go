@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/ingest"
 	"github.com/fieldsync/fieldsync/internal/fstest"
 	"github.com/fieldsync/fieldsync/seed"
 	"github.com/fieldsync/fieldsync/store"
@@ -199,5 +200,29 @@ func TestSyncer_Sync_LiveViewServesDuringLargeStagedDownload(t *testing.T) {
 	model := freshView(t, b, "north")
 	if got := liveServerView(t, db); !sameModel(got, model) {
 		t.Fatalf("after Apply: %d records, server %d", len(got), len(model))
+	}
+}
+
+func TestSyncer_Sync_OwnAcceptedWriteIsNoUpdate(t *testing.T) {
+	ctx := context.Background()
+	b := fstest.MustStartBroker(t, "north")
+	b.MustPublish(t, fstest.Change(t, "north", events.ChannelEvents, "event", "e1", map[string]any{"x": 1}))
+	startIngest(t, b, ingest.Rights{})
+	db := mustOpenDB(t)
+	s := NewSyncer(refreshConfig("tab1", "north"), b.Client, db, nil)
+	if _, err := s.Sync(ctx, ScopeFull); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, s, "north", "action", "mine", map[string]any{"y": 1})
+	settle(t, s) // accepted: already live on the device
+	rep, err := s.Sync(ctx, ScopeFull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.UpdatesAvailable {
+		t.Fatalf("the device's own accepted write came back as an update to apply: %+v", rep)
+	}
+	if st, _ := db.StagingState(ctx); st.Changes != 0 || st.Ready != nil {
+		t.Fatalf("staging %+v, want empty", st)
 	}
 }

@@ -199,12 +199,18 @@ func (db *DB) stage(ctx context.Context, b Batch) (int, error) {
 	return n, err
 }
 
+// stageChanges stages changes of one channel; a change the live channel
+// table already holds (same or newer version, e.g. the device's own write
+// accepted meanwhile) is not staged again.
 func stageChanges(ctx context.Context, tx *sql.Tx, gen int64, changes []projections.Change) error {
 	if len(changes) == 0 {
 		return nil
 	}
+	t := table(changes[0].Addr.Channel)
 	stmt, err := tx.PrepareContext(ctx, `INSERT INTO staged (channel, org_unit, kind, record_id, gen, version, event_id, origin, updated_at, deleted, body)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (channel, org_unit, kind, record_id) DO UPDATE SET gen = excluded.gen,
+		SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM `+t+` r WHERE r.org_unit = ? AND r.kind = ?
+		AND r.record_id = ? AND r.version >= ?)
+		ON CONFLICT (channel, org_unit, kind, record_id) DO UPDATE SET gen = excluded.gen,
 		version = excluded.version, event_id = excluded.event_id, origin = excluded.origin, updated_at = excluded.updated_at,
 		deleted = excluded.deleted, body = excluded.body WHERE excluded.version > staged.version`)
 	if err != nil {
@@ -214,7 +220,7 @@ func stageChanges(ctx context.Context, tx *sql.Tx, gen int64, changes []projecti
 	for _, c := range changes {
 		a := c.Addr
 		if _, err := stmt.ExecContext(ctx, string(a.Channel), a.OrgUnit, a.Kind, a.RecordID, gen, int64(c.Seq), c.EventID,
-			c.OriginID, c.UpdatedAt, c.Deleted, c.Body); err != nil {
+			c.OriginID, c.UpdatedAt, c.Deleted, c.Body, a.OrgUnit, a.Kind, a.RecordID, int64(c.Seq)); err != nil {
 			return fmt.Errorf("store: stage seq %d: %w", c.Seq, err)
 		}
 	}

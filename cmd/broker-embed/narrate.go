@@ -43,6 +43,9 @@ func narrate(ctx context.Context, out io.Writer, a *agent.Agent, c *natsjs.Clien
 				fmt.Fprintf(out, " %s %d records,", ch.Channel, ch.Records)
 			}
 			fmt.Fprintf(out, " %d sync errors\n", st.SyncErrors)
+			if st.UpdatesAvailableSince != nil {
+				fmt.Fprintf(out, "device     %d updates downloaded in the background: press Apply Update on the status page, or run device-agent apply\n", st.StagedChanges)
+			}
 		}
 	}
 }
