@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -14,8 +15,17 @@ const touchEvery = time.Minute
 
 // SignIn records that user signed in on the device: the retention count
 // starts again.
+// The first sign-in of a day starts a sync, as in the seeds.
 func (a *Agent) SignIn(ctx context.Context, user string) error {
 	a.log.Info("sign-in", "user", user)
+	a.mu.Lock()
+	first := a.completed.IsZero() || !sameDay(a.completed, a.now())
+	a.mu.Unlock()
+	if first {
+		if err := a.RequestSync(ScopeFull); err != nil && !errors.Is(err, ErrSyncPending) {
+			return err
+		}
+	}
 	return a.touch(ctx, true)
 }
 
