@@ -132,11 +132,22 @@ func (s *Syncer) prepareStaging(ctx context.Context, r *Report) error {
 // pair fails with an error wrapping [events.ErrIncompatible] that says
 // which side must be upgraded, before anything is sent or applied.
 func (s *Syncer) Handshake(ctx context.Context) error {
+	if !s.client.Connected() {
+		return ErrOffline
+	}
 	mine := events.LocalHello("agent")
 	mine.DeviceID = s.cfg.DeviceID
-	_, err := s.client.Hello(ctx, mine)
+	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	defer cancel()
+	_, err := s.client.Hello(hctx, mine)
 	return err
 }
+
+// handshakeTimeout bounds the version check.
+const handshakeTimeout = 5 * time.Second
+
+// ErrOffline: the device has no connection to the broker right now.
+var ErrOffline = errors.New("agent: not connected to the server")
 
 // Progress returns the running (or last) sync's progress.
 func (s *Syncer) Progress() []ChannelProgress { return s.progress.Load().snapshot() }
