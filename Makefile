@@ -1,5 +1,5 @@
 # The README's commands. `make test` is what CI runs.
-.PHONY: demo test bench bench-initial-sync bench-writes fuzz build cross
+.PHONY: demo test bench bench-initial-sync bench-writes bench-apply fuzz build cross
 
 demo:
 	go run ./cmd/broker-embed demo
@@ -18,7 +18,7 @@ fuzz:
 	go test ./events -run '^$$' -fuzz FuzzDecode -fuzztime 60s
 	go test ./events -run '^$$' -fuzz FuzzParseSubject -fuzztime 30s
 
-bench: bench-initial-sync bench-writes
+bench: bench-initial-sync bench-writes bench-apply
 
 # Initial sync of 1,000,000 records; prints the figures next to their limits.
 bench-initial-sync:
@@ -27,3 +27,8 @@ bench-initial-sync:
 # Write latency at 1,000 writes/s from 10 devices, and max ingest throughput.
 bench-writes:
 	go run ./cmd/fsbench writes
+
+# Apply of 100,000 staged changes over 1,000,000 records: the user's wait,
+# the background merge against raw SQLite, reader latency meanwhile.
+bench-apply:
+	go run ./cmd/fsbench apply

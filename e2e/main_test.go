@@ -25,6 +25,8 @@ func TestMain(m *testing.M) {
 		os.Exit(runBroker())
 	case "uploader":
 		os.Exit(runUploader())
+	case "applier":
+		os.Exit(runApplier())
 	}
 	os.Exit(m.Run())
 }

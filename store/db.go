@@ -44,7 +44,7 @@ func Open(ctx context.Context, path string, o Options) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	w, err := sql.Open("sqlite", dsn(path, fmt.Sprintf("cache_size(-%d)", o.CacheMiB<<10), "temp_store(MEMORY)"))
+	w, err := sql.Open("sqlite", dsn(path, "immediate", fmt.Sprintf("cache_size(-%d)", o.CacheMiB<<10), "temp_store(MEMORY)"))
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
@@ -55,7 +55,7 @@ func Open(ctx context.Context, path string, o Options) (*DB, error) {
 		w.Close()
 		return nil, err
 	}
-	r, err := sql.Open("sqlite", dsn(path, "query_only(1)", "cache_size(-8192)"))
+	r, err := sql.Open("sqlite", dsn(path, "deferred", "query_only(1)", "cache_size(-32768)", "mmap_size(1073741824)"))
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("store: open readers %s: %w", path, err)
@@ -69,12 +69,15 @@ func Open(ctx context.Context, path string, o Options) (*DB, error) {
 	return db, nil
 }
 
-func dsn(path string, pragmas ...string) string {
+// dsn builds a connection string; txlock is how transactions begin:
+// "immediate" for the writer (no lock upgrade deadlocks), "deferred" for
+// readers (a read transaction takes no write lock).
+func dsn(path, txlock string, pragmas ...string) string {
 	q := url.Values{}
 	for _, p := range append([]string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(NORMAL)"}, pragmas...) {
 		q.Add("_pragma", p)
 	}
-	q.Set("_txlock", "immediate")
+	q.Set("_txlock", txlock)
 	return "file:" + filepath.ToSlash(path) + "?" + q.Encode()
 }
 

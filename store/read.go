@@ -37,9 +37,21 @@ type Query struct {
 	Kind    string // optional
 	// Unit filters on one org unit: [AnyUnit] selects all units, "" (the
 	// zero value) the tenant-wide data only.
-	Unit   string
+	Unit string
+	// RecordID selects one record (with Kind and Unit: a point lookup).
+	RecordID string
+	// After pages by key: only records ordered after this one (unit, kind,
+	// id). Cheaper than Offset for deep pages.
+	After *Key
 	Limit  int // default 100, at most 10,000
 	Offset int
+}
+
+// Key orders records: by unit, kind, then id.
+type Key struct {
+	OrgUnit  string `json:"org_unit"`
+	Kind     string `json:"kind"`
+	RecordID string `json:"id"`
 }
 
 // AnyUnit in [Query.Unit] selects every unit.
@@ -60,12 +72,20 @@ func (db *DB) Records(ctx context.Context, q Query) ([]Record, error) {
 		q.Limit = 100
 	}
 	q.Limit = min(q.Limit, 10000)
-	l, err := db.layersOf(ctx, q.Channel)
+	// One read transaction: the layers and the rows come from the same
+	// snapshot, so an Apply or a merge step committing in between cannot
+	// make a read mix two states.
+	tx, err := db.reader.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("store: records: %w", err)
+	}
+	defer tx.Rollback()
+	l, err := layersOf(ctx, tx, q.Channel)
 	if err != nil {
 		return nil, err
 	}
 	arms, armArgs := liveArms(q.Channel, conds, args, l)
-	rows, err := db.reader.QueryContext(ctx, strings.Join(arms, " UNION ALL ")+` ORDER BY 1, 2, 3 LIMIT ? OFFSET ?`,
+	rows, err := tx.QueryContext(ctx, strings.Join(arms, " UNION ALL ")+` ORDER BY 1, 2, 3 LIMIT ? OFFSET ?`,
 		append(armArgs, q.Limit, q.Offset)...)
 	if err != nil {
 		return nil, fmt.Errorf("store: records: %w", err)
@@ -89,7 +109,12 @@ func (db *DB) Count(ctx context.Context, q Query) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	l, err := db.layersOf(ctx, q.Channel)
+	tx, err := db.reader.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return 0, fmt.Errorf("store: count: %w", err)
+	}
+	defer tx.Rollback()
+	l, err := layersOf(ctx, tx, q.Channel)
 	if err != nil {
 		return 0, err
 	}
@@ -98,7 +123,7 @@ func (db *DB) Count(ctx context.Context, q Query) (int, error) {
 		arms[i] = "(SELECT count(*) FROM (" + a + "))"
 	}
 	var n int
-	if err := db.reader.QueryRowContext(ctx, "SELECT "+strings.Join(arms, " + "), armArgs...).Scan(&n); err != nil {
+	if err := tx.QueryRowContext(ctx, "SELECT "+strings.Join(arms, " + "), armArgs...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("store: count: %w", err)
 	}
 	return n, nil
@@ -118,6 +143,17 @@ func (q Query) conds() ([]string, []any, error) {
 			return nil, nil, fmt.Errorf("%w: %v", ErrBadQuery, err)
 		}
 		conds, args = append(conds, "kind = ?"), append(args, q.Kind)
+	}
+	if q.RecordID != "" {
+		conds, args = append(conds, "record_id = ?"), append(args, q.RecordID)
+	}
+	switch a := q.After; {
+	case a == nil:
+	case q.Unit == a.OrgUnit && q.Kind == a.Kind:
+		// Unit and kind are fixed: a plain range on the id uses the index.
+		conds, args = append(conds, "record_id > ?"), append(args, a.RecordID)
+	default:
+		conds, args = append(conds, "(org_unit, kind, record_id) > (?, ?, ?)"), append(args, a.OrgUnit, a.Kind, a.RecordID)
 	}
 	return conds, args, nil
 }

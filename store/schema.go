@@ -109,6 +109,8 @@ var migrations = []string{
 		finished INTEGER NOT NULL,
 		outcome  TEXT NOT NULL,
 		detail   TEXT NOT NULL DEFAULT '{}');`,
+	// 5: finding applied-but-unmerged staged rows without a scan.
+	`CREATE INDEX staged_gen ON staged (channel, gen);`,
 }
 
 // recordTable is the projection table of one channel. Its indexes are

@@ -22,15 +22,15 @@ type layers struct {
 	applied int64
 }
 
-func (db *DB) layersOf(ctx context.Context, ch events.Channel) (layers, error) {
+func layersOf(ctx context.Context, q queryer, ch events.Channel) (layers, error) {
 	var l layers
-	err := db.reader.QueryRowContext(ctx, `SELECT
+	err := q.QueryRowContext(ctx, `SELECT
 		coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?), 0),
 		EXISTS (SELECT 1 FROM pending WHERE channel = ?)`, metaAppliedGen, string(ch)).Scan(&l.applied, &l.pending)
 	if err != nil {
 		return l, fmt.Errorf("store: view layers: %w", err)
 	}
-	err = db.reader.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM staged WHERE channel = ? AND gen <= ?)`, string(ch), l.applied).Scan(&l.staged)
+	err = q.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM staged WHERE channel = ? AND gen <= ?)`, string(ch), l.applied).Scan(&l.staged)
 	if err != nil {
 		return l, fmt.Errorf("store: view layers: %w", err)
 	}
