@@ -2,9 +2,15 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
+	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/internal/fstest"
 	"github.com/fieldsync/fieldsync/natsjs"
 	"github.com/fieldsync/fieldsync/natsserver"
 )
@@ -46,4 +52,52 @@ func TestAgent_Status_AuthenticationError(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+func TestAgent_Status_IncompatibleServer(t *testing.T) {
+	ctx := context.Background()
+	b := fstest.MustStartBroker(t, "north")
+	if err := b.Hello.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	newer := events.LocalHello("broker")
+	newer.Protocol, newer.MinPeerProtocol = events.ProtocolVersion+2, events.ProtocolVersion+1 // needs newer agents
+	data, _ := json.Marshal(newer)
+	sub, err := b.Client.Conn().Subscribe(events.HelloSubject, func(m *nats.Msg) { m.Respond(data) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	b.MustPublish(t, fstest.Change(t, "north", events.ChannelEvents, "event", "e1", map[string]any{"x": 1}))
+	cfg := testConfig("tab1", "north")
+	cfg.DataDir, cfg.BrokerURL, cfg.APIAddr = t.TempDir(), b.URL(), "127.0.0.1:0"
+	a, err := Open(ctx, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := a.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.State == StateIncompatible {
+			if !strings.Contains(st.LastError, "upgrade the device agent") {
+				t.Fatalf("incompatible status should say which side to upgrade: %q", st.LastError)
+			}
+			if st.Channels[0].Records != 0 || len(st.Channels[0].Units) != 0 {
+				t.Fatalf("nothing may be applied: %+v", st.Channels[0])
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status %s (%s), want incompatible_server", st.State, st.LastError)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
