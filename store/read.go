@@ -42,7 +42,7 @@ type Query struct {
 	RecordID string
 	// After pages by key: only records ordered after this one (unit, kind,
 	// id). Cheaper than Offset for deep pages.
-	After *Key
+	After  *Key
 	Limit  int // default 100, at most 10,000
 	Offset int
 }
