@@ -40,6 +40,34 @@ var ErrNotLoopback = errors.New("localapi: address is not loopback")
 //go:embed page.html
 var page []byte
 
+//go:embed openapi.json
+var openapi []byte
+
+// Route is one operation of the API.
+type Route struct {
+	Method, Path string
+	handle       http.HandlerFunc
+}
+
+// Routes lists the API's operations (what openapi.json describes).
+func Routes() []Route { return (&handler{}).routes() }
+
+func (h *handler) routes() []Route {
+	return []Route{
+		{"GET", "/v1/status", h.status},
+		{"GET", "/v1/records", h.records},
+		{"POST", "/v1/records", h.write},
+		{"POST", "/v1/sync", h.sync},
+		{"POST", "/v1/apply", h.apply},
+		{"GET", "/v1/conflicts", h.conflicts},
+		{"POST", "/v1/conflicts/{id}/{action}", h.resolve},
+		{"POST", "/v1/signin", h.signin},
+		{"GET", "/v1/activity", h.activity},
+		{"GET", "/v1/stream", h.stream},
+		{"POST", "/v1/settings", h.settings},
+	}
+}
+
 // Handler returns the API's routes.
 func Handler(b Backend, log *slog.Logger) http.Handler {
 	if log == nil {
@@ -51,17 +79,13 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Write(page)
 	})
-	mux.HandleFunc("GET /v1/status", h.status)
-	mux.HandleFunc("GET /v1/records", h.records)
-	mux.HandleFunc("POST /v1/sync", h.sync)
-	mux.HandleFunc("POST /v1/records", h.write)
-	mux.HandleFunc("GET /v1/conflicts", h.conflicts)
-	mux.HandleFunc("POST /v1/conflicts/{id}/{action}", h.resolve)
-	mux.HandleFunc("POST /v1/signin", h.signin)
-	mux.HandleFunc("POST /v1/apply", h.apply)
-	mux.HandleFunc("GET /v1/activity", h.activity)
-	mux.HandleFunc("GET /v1/stream", h.stream)
-	mux.HandleFunc("POST /v1/settings", h.settings)
+	for _, rt := range h.routes() {
+		mux.HandleFunc(rt.Method+" "+rt.Path, rt.handle)
+	}
+	mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(openapi)
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no route "+r.Method+" "+r.URL.Path)
 	})
