@@ -15,6 +15,7 @@ import (
 
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/ingest"
+	"github.com/fieldsync/fieldsync/metrics"
 	"github.com/fieldsync/fieldsync/natsjs"
 	"github.com/fieldsync/fieldsync/natsserver"
 	"github.com/fieldsync/fieldsync/publish"
@@ -35,6 +36,7 @@ type Broker struct {
 	http       *http.Server
 	ln         net.Listener
 	done       chan error
+	metrics    *metrics.Broker
 	closeOnce  sync.Once
 	closeErr   error
 }
@@ -72,11 +74,13 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Broker, err err
 	if err = b.client.ProvisionIngest(ctx, cfg.Ingest); err != nil {
 		return nil, err
 	}
+	b.metrics = b.newMetrics()
 	b.startIngest(ctx)
 	if b.hello, err = natsjs.ServeHello(b.nc, events.LocalHello("broker")); err != nil {
 		return nil, err
 	}
 	svc := publish.NewService(b.client.Publisher(), log)
+	svc.OnResponse = func(r publish.Response) { b.metrics.Published(publishOutcome(r)) }
 	if b.sub, err = svc.Serve(b.nc); err != nil {
 		return nil, fmt.Errorf("broker: publish API: %w", err)
 	}
@@ -90,6 +94,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Broker, err err
 func (b *Broker) serveHTTP(svc *publish.Service) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", b.healthz)
+	mux.Handle("GET /metrics", b.metrics.Handler())
 	mux.Handle("POST /v1/publish", svc)
 	ln, err := net.Listen("tcp", b.cfg.HTTPAddr)
 	if err != nil {
@@ -116,7 +121,8 @@ func (b *Broker) healthz(w http.ResponseWriter, r *http.Request) {
 func (b *Broker) startIngest(ctx context.Context) {
 	ictx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	b.stopIngest, b.ingestDone = cancel, make(chan error, 1)
-	in := ingest.New(b.client, ingest.Options{Rights: b.cfg.Rights, Policy: b.cfg.Ingest, Log: b.log})
+	in := ingest.New(b.client, ingest.Options{Rights: b.cfg.Rights, Policy: b.cfg.Ingest, Log: b.log,
+		OnResult: func(r *events.Result) { b.metrics.Ingested(string(r.Status)) }})
 	go func() {
 		err := in.Run(ictx)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/natsjs"
 )
 
@@ -18,6 +19,7 @@ type Ingester struct {
 	pub     *natsjs.Publisher
 	rights  Rights
 	policy  natsjs.IngestPolicy
+	onRes   func(*events.Result)
 	log     *slog.Logger
 	workers int
 	now     func() time.Time
@@ -31,6 +33,8 @@ type Options struct {
 	Rights Rights
 	// Policy is the upload side's policy (its AckWait is used).
 	Policy natsjs.IngestPolicy
+	// OnResult, if set, is told of every result published (metrics).
+	OnResult func(*events.Result)
 	// Workers process uploads in parallel; uploads of one record always go
 	// to the same worker, in order (default 8).
 	Workers int
@@ -45,7 +49,7 @@ func New(client *natsjs.Client, o Options) *Ingester {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	return &Ingester{client: client, pub: client.Publisher(), rights: o.Rights.withDefaults(), policy: o.Policy, log: o.Log,
+	return &Ingester{client: client, pub: client.Publisher(), rights: o.Rights.withDefaults(), policy: o.Policy, onRes: o.OnResult, log: o.Log,
 		workers: o.Workers, now: time.Now}
 }
 
@@ -148,6 +152,9 @@ func (in *Ingester) handle(ctx context.Context, u *natsjs.Upload) {
 			in.log.Warn("ingest: result not published, will retry", "mutation", res.MutationID, "err", err)
 			u.Nak(time.Second)
 			return
+		}
+		if in.onRes != nil {
+			in.onRes(res)
 		}
 	}
 	if err := u.Ack(); err != nil {

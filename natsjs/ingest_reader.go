@@ -143,3 +143,17 @@ func (p *Publisher) FindMutation(ctx context.Context, a events.Address, device, 
 	}
 	return found, batch.Error()
 }
+
+// IngestPending returns how many uploads wait for ingest: not yet
+// delivered plus delivered but not acknowledged (the ingest lag).
+func (c *Client) IngestPending(ctx context.Context) (uint64, error) {
+	cons, err := c.js.Consumer(ctx, events.UploadStream, IngestDurable)
+	if err != nil {
+		return 0, fmt.Errorf("natsjs: ingest durable: %w", err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("natsjs: ingest durable: %w", err)
+	}
+	return info.NumPending + uint64(info.NumAckPending), nil
+}

@@ -23,6 +23,8 @@ type Service struct {
 	pub *natsjs.Publisher
 	log *slog.Logger
 	now func() time.Time
+	// OnResponse, if set, is told of every answer (metrics).
+	OnResponse func(Response)
 }
 
 // NewService returns a service publishing through pub.
@@ -35,6 +37,14 @@ func NewService(pub *natsjs.Publisher, log *slog.Logger) *Service {
 
 // Publish validates and appends one change.
 func (s *Service) Publish(ctx context.Context, r Request) Response {
+	resp := s.publish(ctx, r)
+	if s.OnResponse != nil {
+		s.OnResponse(resp)
+	}
+	return resp
+}
+
+func (s *Service) publish(ctx context.Context, r Request) Response {
 	e, err := s.envelope(r)
 	if err != nil {
 		return Response{Error: &Error{Code: CodeInvalid, Message: err.Error()}}

@@ -1,0 +1,67 @@
+package broker_test
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/internal/fstest"
+	"github.com/fieldsync/fieldsync/natsjs"
+)
+
+func scrape(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %d %v", resp.StatusCode, err)
+	}
+	return string(b)
+}
+
+func TestBroker_Metrics(t *testing.T) {
+	b := openBroker(t, testConfig(t.TempDir(), "north"))
+	if code, _ := postPublish(t, b, `{"org_unit":"north","channel":"events","kind":"event","record_id":"e1","body":{"x":1}}`); code != http.StatusOK {
+		t.Fatalf("publish: %d", code)
+	}
+	if code, _ := postPublish(t, b, `{"org_unit":"north","channel":"events","kind":"event","record_id":"e1","body":{"x":2},"expected_version":99}`); code != http.StatusConflict {
+		t.Fatalf("stale publish: %d", code)
+	}
+	dev, err := natsjs.Connect(b.ClientURL(), natsjs.ConnectOptions{Name: "tab1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	e := fstest.Change(t, "north", events.ChannelEvents, "action", "a1", map[string]any{"y": 1})
+	e.Origin = events.Origin{DeviceID: "tab1", MutationID: "m1"}
+	if _, err := dev.PublishUpload(ctxT(t), e); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{`fieldsync_published_total{outcome="ok"} 1`, `fieldsync_published_total{outcome="conflict"} 1`,
+		`fieldsync_ingested_total{status="accepted"} 1`, `fieldsync_stream_messages{stream="FS_ORG_north"} 2`,
+		`fieldsync_stream_consumers{stream="FS_UPLOADS"} 1`, `fieldsync_ingest_pending 0`}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		text, missing := scrape(t, b.HTTPURL()+"/metrics"), ""
+		for _, w := range want {
+			if !strings.Contains(text, w) {
+				missing = w
+				break
+			}
+		}
+		if missing == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics lacks %q:\n%s", missing, text)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,45 @@
+package metrics
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Broker holds the server side's metrics.
+type Broker struct {
+	reg       *prometheus.Registry
+	published *prometheus.CounterVec
+	ingested  *prometheus.CounterVec
+}
+
+// StreamStats reads one number per stream at scrape time.
+type StreamStats func(ctx context.Context) map[string]float64
+
+// NewBroker registers the broker's metrics; the functions are read at
+// every scrape: messages, consumers per stream, and uploads waiting for
+// ingest.
+func NewBroker(messages, consumers StreamStats, ingestPending func(ctx context.Context) float64) *Broker {
+	b := &Broker{reg: prometheus.NewRegistry(),
+		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fieldsync_published_total",
+			Help: "Server-side changes through the publish API, by outcome."}, []string{"outcome"}),
+		ingested: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fieldsync_ingested_total",
+			Help: "Device mutations decided by ingest, by status (accepted, conflict, rejected)."}, []string{"status"}),
+	}
+	b.reg.MustRegister(b.published, b.ingested,
+		&gaugeFunc{desc: prometheus.NewDesc("fieldsync_stream_messages", "Messages held per stream.", []string{"stream"}, nil), read: messages},
+		&gaugeFunc{desc: prometheus.NewDesc("fieldsync_stream_consumers", "Consumers (device durables and others) per stream.", []string{"stream"}, nil), read: consumers},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "fieldsync_ingest_pending", Help: "Uploads not yet handled by ingest (ingest lag)."},
+			func() float64 { return ingestPending(context.Background()) }))
+	return b
+}
+
+// Published counts one publish API answer ("ok" or an error code).
+func (b *Broker) Published(outcome string) { b.published.WithLabelValues(outcome).Inc() }
+
+// Ingested counts one ingest result by status.
+func (b *Broker) Ingested(status string) { b.ingested.WithLabelValues(status).Inc() }
+
+// Handler serves /metrics.
+func (b *Broker) Handler() http.Handler { return Handler(b.reg) }
