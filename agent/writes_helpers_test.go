@@ -69,25 +69,6 @@ func deviceChanges(t *testing.T, b *fstest.Broker, unit string) []*events.Envelo
 	return b.DeviceChanges(t, unit)
 }
 
-// modelOf returns a serverModel holding what db's live view shows.
-func modelOf(t *testing.T, db *store.DB) serverModel {
-	t.Helper()
-	m := serverModel{}
-	for _, ch := range events.Channels {
-		recs, err := db.Records(context.Background(), store.Query{Channel: ch, Unit: store.AnyUnit, Limit: 10000})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range recs {
-			if r.Pending {
-				t.Fatalf("record %s/%s still pending", r.Kind, r.RecordID)
-			}
-			m[events.Address{OrgUnit: r.OrgUnit, Channel: ch, Kind: r.Kind, RecordID: r.RecordID}] = modelRecord{version: r.Version, body: r.RawBody}
-		}
-	}
-	return m
-}
-
 // freshView syncs a new device of units from scratch and returns what the
 // server holds, as that device sees it.
 func freshView(t *testing.T, b *fstest.Broker, units ...string) serverModel {

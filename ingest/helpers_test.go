@@ -297,12 +297,6 @@ func (w *resultWatcher) get(mut string) *events.Result {
 	return w.byMut[mut]
 }
 
-func (w *resultWatcher) count() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.byMut)
-}
-
 // wait waits for a result of every mutation in muts.
 func (w *resultWatcher) wait(tb testing.TB, muts ...string) map[string]*events.Result {
 	tb.Helper()

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -37,38 +36,7 @@ func startLifecycleEnv(t *testing.T, refresh *bool, autosync time.Duration) *env
 	cfg := agent.Config{RefreshMode: refresh, DeviceID: "tab-lc", User: "alice", OrgUnits: []string{"north", "south"},
 		BrokerURL: e.broker.URL(), DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", StallTimeout: 5 * time.Second,
 		AutosyncInterval: autosync}
-	a, err := agent.Open(ctxT(t), cfg, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.agent = a
-	ctx, cancel := context.WithCancel(context.Background())
-	runErr, serveErr := make(chan error, 1), make(chan error, 1)
-	addrc := make(chan net.Addr, 1)
-	go func() { runErr <- a.Run(ctx) }()
-	go func() {
-		serveErr <- localapi.Serve(ctx, cfg.APIAddr, localapi.Handler(a, quietLog()), func(addr net.Addr) { addrc <- addr })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-serveErr; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		if err := <-runErr; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		a.Close()
-	})
-	select {
-	case addr := <-addrc:
-		e.base = "http://" + addr.String()
-	case err := <-serveErr:
-		t.Fatalf("Serve: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("local API did not start")
-	}
-	e.client = localapi.NewClient(e.base)
-	e.waitUpToDate(t, nil)
+	e.run(t, cfg)
 	return e
 }
 

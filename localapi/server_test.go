@@ -57,38 +57,7 @@ func startEnv(t *testing.T) *env {
 
 	cfg := agent.Config{RefreshMode: blockingMode(), DeviceID: "tab-1", User: "alice", OrgUnits: []string{"north", "south"}, BrokerURL: e.broker.URL(),
 		DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", StallTimeout: 5 * time.Second, BatchSize: 100}
-	a, err := agent.Open(ctxT(t), cfg, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.agent = a
-	ctx, cancel := context.WithCancel(context.Background())
-	runErr, serveErr := make(chan error, 1), make(chan error, 1)
-	addrc := make(chan net.Addr, 1)
-	go func() { runErr <- a.Run(ctx) }()
-	go func() {
-		serveErr <- localapi.Serve(ctx, cfg.APIAddr, localapi.Handler(a, quietLog()), func(addr net.Addr) { addrc <- addr })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-serveErr; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		if err := <-runErr; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		a.Close()
-	})
-	select {
-	case addr := <-addrc:
-		e.base = "http://" + addr.String()
-	case err := <-serveErr:
-		t.Fatalf("Serve: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("local API did not start")
-	}
-	e.client = localapi.NewClient(e.base)
-	e.waitUpToDate(t, nil)
+	e.run(t, cfg)
 	return e
 }
 
@@ -377,4 +346,42 @@ func TestServe(t *testing.T) {
 func blockingMode() *bool {
 	off := false
 	return &off
+}
+
+// run opens the agent of cfg, runs it and serves its local API until the
+// test ends, and waits for its first sync to complete.
+func (e *env) run(t *testing.T, cfg agent.Config) {
+	t.Helper()
+	a, err := agent.Open(ctxT(t), cfg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.agent = a
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr, serveErr := make(chan error, 1), make(chan error, 1)
+	addrc := make(chan net.Addr, 1)
+	go func() { runErr <- a.Run(ctx) }()
+	go func() {
+		serveErr <- localapi.Serve(ctx, cfg.APIAddr, localapi.Handler(a, quietLog()), func(addr net.Addr) { addrc <- addr })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-serveErr; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		if err := <-runErr; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		a.Close()
+	})
+	select {
+	case addr := <-addrc:
+		e.base = "http://" + addr.String()
+	case err := <-serveErr:
+		t.Fatalf("Serve: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("local API did not start")
+	}
+	e.client = localapi.NewClient(e.base)
+	e.waitUpToDate(t, nil)
 }

@@ -34,29 +34,7 @@ func startAgent(t *testing.T) (string, *fstest.Broker) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := agent.Config{RefreshMode: blockingMode(), DeviceID: "tab-cli", User: "bob", OrgUnits: []string{"north"}, BrokerURL: b.URL(),
 		DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", StallTimeout: 5 * time.Second}
-	a, err := agent.Open(context.Background(), cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	addrc, errc := make(chan net.Addr, 1), make(chan error, 1)
-	go func() { errc <- localapi.RunAgent(ctx, a, log, func(addr net.Addr) { addrc <- addr }) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("RunAgent: %v", err)
-		}
-		a.Close()
-	})
-	var api string
-	select {
-	case addr := <-addrc:
-		api = addr.String()
-	case err := <-errc:
-		t.Fatalf("RunAgent: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("local API did not start")
-	}
+	api := serveAgent(t, cfg, log)
 	c := localapi.NewClient(api)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -262,4 +240,34 @@ func TestRunCmd_BadConfig(t *testing.T) {
 func blockingMode() *bool {
 	off := false
 	return &off
+}
+
+// serveAgent opens the agent of cfg and runs it with its local API until
+// the test ends; it returns the API address.
+func serveAgent(t *testing.T, cfg agent.Config, log *slog.Logger) string {
+	t.Helper()
+	a, err := agent.Open(context.Background(), cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc, errc := make(chan net.Addr, 1), make(chan error, 1)
+	go func() { errc <- localapi.RunAgent(ctx, a, log, func(addr net.Addr) { addrc <- addr }) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("RunAgent: %v", err)
+		}
+		a.Close()
+	})
+	var api string
+	select {
+	case addr := <-addrc:
+		api = addr.String()
+	case err := <-errc:
+		t.Fatalf("RunAgent: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("local API did not start")
+	}
+	return api
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"regexp"
 	"strings"
 	"testing"
@@ -42,29 +41,7 @@ func startWriteAgent(t *testing.T) (string, *fstest.Broker, uint64) {
 
 	cfg := agent.Config{RefreshMode: blockingMode(), DeviceID: "tab-cli", User: "bob", OrgUnits: []string{"north"}, BrokerURL: b.URL(),
 		DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", StallTimeout: 5 * time.Second, AutosyncInterval: 50 * time.Millisecond}
-	a, err := agent.Open(context.Background(), cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	addrc, errc := make(chan net.Addr, 1), make(chan error, 1)
-	go func() { errc <- localapi.RunAgent(ctx, a, log, func(addr net.Addr) { addrc <- addr }) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("RunAgent: %v", err)
-		}
-		a.Close()
-	})
-	var api string
-	select {
-	case addr := <-addrc:
-		api = addr.String()
-	case err := <-errc:
-		t.Fatalf("RunAgent: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("local API did not start")
-	}
+	api := serveAgent(t, cfg, log)
 	c := localapi.NewClient(api)
 	waitFor(t, "initial sync", func() (bool, string) {
 		st, err := c.Status(context.Background())
