@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fieldsync/fieldsync/metrics"
 	"github.com/fieldsync/fieldsync/natsjs"
 	"github.com/fieldsync/fieldsync/store"
 )
@@ -26,9 +27,10 @@ var ErrSyncPending = errors.New("agent: a sync is already queued")
 // Agent is a running device agent. Create it with [Open], run it with
 // [Agent.Run], release it with [Agent.Close].
 type Agent struct {
-	cfg Config
-	log *slog.Logger
-	db  *store.DB
+	cfg     Config
+	log     *slog.Logger
+	db      *store.DB
+	metrics *metrics.Agent
 
 	requests chan Scope
 	wake     chan struct{}
@@ -67,6 +69,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, log: log.With("device", cfg.DeviceID), db: db, requests: make(chan Scope, 4), wake: make(chan struct{}, 1), merge: make(chan struct{}, 1)}
+	a.metrics = a.newMetrics()
 	if v, _ := db.Meta(ctx, metaLastCompleted); v != "" {
 		a.completed, _ = time.Parse(time.RFC3339Nano, v)
 	}
@@ -107,7 +110,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer client.Close()
 	s := NewSyncer(a.cfg, client, a.db, a.log)
-	s.refresh = a.RefreshMode
+	s.refresh, s.metrics = a.RefreshMode, a.metrics
 	a.mu.Lock()
 	a.client, a.syncer = client, s
 	a.mu.Unlock()

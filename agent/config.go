@@ -22,7 +22,9 @@ type Config struct {
 	OrgUnits []string `yaml:"org_units"`
 	// BrokerURL is the NATS URL of the server side (default nats://127.0.0.1:4222).
 	BrokerURL string `yaml:"broker_url"`
-	// DataDir holds the SQLite database (default ./fieldsync-agent).
+	// DataDir holds the SQLite database and the local API token (default
+	// [DefaultDataDir]: %ProgramData%\fieldsync\agent on Windows,
+	// ./fieldsync-agent elsewhere).
 	DataDir string `yaml:"data_dir"`
 	// APIAddr is where the local API listens; it must be a loopback address
 	// (default 127.0.0.1:7480).
@@ -81,7 +83,7 @@ func (c Config) WithDefaults() Config {
 		c.BrokerURL = "nats://127.0.0.1:4222"
 	}
 	if c.DataDir == "" {
-		c.DataDir = "fieldsync-agent"
+		c.DataDir = DefaultDataDir()
 	}
 	if c.APIAddr == "" {
 		c.APIAddr = "127.0.0.1:7480"

@@ -88,7 +88,9 @@ func (a *Agent) runSync(ctx context.Context, scope Scope, automatic bool) {
 	syncer := a.syncer
 	a.mu.Unlock()
 	a.log.Info("sync started", "scope", scope, "automatic", automatic)
+	started := time.Now()
 	rep, err := syncer.Sync(ctx, scope)
+	a.syncFinished(ctx, scope, started, err)
 	d := reportDetail(rep)
 	d["automatic"] = automatic
 	a.logActivity(ctx, "sync", scope, rep.Started, err, d)
@@ -139,6 +141,7 @@ func (a *Agent) SyncNow(ctx context.Context) (Report, error) {
 	}
 	started := time.Now()
 	rep, err := s.Reset(ctx, 30*time.Second)
+	a.syncFinished(ctx, ScopeFull, started, err)
 	a.logActivity(ctx, "reset", ScopeFull, started, err, reportDetail(rep))
 	a.mu.Lock()
 	defer a.mu.Unlock()

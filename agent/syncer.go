@@ -26,6 +26,7 @@ type Syncer struct {
 	refresh  func() bool // the refresh-mode setting, read at each sync start
 	upMu     sync.Mutex  // one upload at a time (sync and autosync)
 	resMu    sync.Mutex  // one results reader at a time
+	metrics  syncMetrics // nil: nothing is reported
 	// Test hooks: onBatch runs after each committed batch, onTrace is told
 	// of every upload and download step in order, beforeMarkSent runs
 	// between publishing an upload and recording it.
@@ -42,6 +43,28 @@ func NewSyncer(cfg Config, client *natsjs.Client, db *store.DB, log *slog.Logger
 	s := &Syncer{cfg: cfg.WithDefaults(), client: client, db: db, log: log}
 	s.progress.Store(newProgress())
 	return s
+}
+
+// syncMetrics is told what the Syncer downloads and applies (the agent's
+// Prometheus metrics); the Syncer works without one.
+type syncMetrics interface {
+	// Applied: n changes of channel were written to the store, live or
+	// staged.
+	Applied(channel string, n int)
+	// Downloaded: payload bytes received from the broker.
+	Downloaded(bytes int)
+}
+
+// downloaded reports the payload bytes of ds.
+func (s *Syncer) downloaded(ds []natsjs.Delivery) {
+	if s.metrics == nil {
+		return
+	}
+	n := 0
+	for _, d := range ds {
+		n += len(d.Data)
+	}
+	s.metrics.Downloaded(n)
 }
 
 // Report summarises one sync.

@@ -71,6 +71,7 @@ func (s *Syncer) fetch(ctx context.Context, unit string, ch events.Channel, cur 
 		}
 		s.trace("fetch " + unitName(unit) + "/" + string(ch))
 		ds, err := cur.Next(ctx, max)
+		s.downloaded(ds) // received, even if the batch is cut short
 		if err != nil {
 			return err
 		}
@@ -109,6 +110,9 @@ func (s *Syncer) applyAll(ctx context.Context, unit string, ch events.Channel, s
 			return fmt.Errorf("apply: %w", err)
 		}
 		r.Applied += n
+		if s.metrics != nil {
+			s.metrics.Applied(string(ch), n)
+		}
 		r.Rejected += len(f.batch.Rejects)
 		for _, rj := range f.batch.Rejects {
 			s.log.Warn("sync error recorded", "unit", unitName(unit), "channel", ch, "seq", rj.Seq, "subject", rj.Subject, "code", rj.Code, "err", rj.Err)

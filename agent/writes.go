@@ -123,6 +123,7 @@ func (s *Syncer) Results(ctx context.Context) (int, error) {
 	n := 0
 	for !cur.CaughtUp() {
 		ds, err := cur.Next(ctx, 500)
+		s.downloaded(ds)
 		if err != nil {
 			return n, err
 		}

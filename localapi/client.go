@@ -18,15 +18,17 @@ import (
 // Client calls a running agent's local API.
 type Client struct {
 	BaseURL string // e.g. http://127.0.0.1:7480
+	Token   string // the local API token (see [ReadToken])
 	HTTP    *http.Client
 }
 
-// NewClient returns a client for the API at addr (host:port or URL).
-func NewClient(addr string) *Client {
+// NewClient returns a client for the API at addr (host:port or URL) that
+// authenticates with token.
+func NewClient(addr, token string) *Client {
 	if !strings.Contains(addr, "://") {
 		addr = "http://" + addr
 	}
-	return &Client{BaseURL: strings.TrimRight(addr, "/"), HTTP: http.DefaultClient}
+	return &Client{BaseURL: strings.TrimRight(addr, "/"), Token: token, HTTP: http.DefaultClient}
 }
 
 // APIError is an error response of the API.
@@ -52,6 +54,10 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, rd)
 	if err != nil {
 		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {

@@ -19,7 +19,7 @@ func TestNewClient(t *testing.T) {
 		"http://127.0.0.1:7480/": "http://127.0.0.1:7480",
 		"https://agent.local":    "https://agent.local",
 	} {
-		if got := localapi.NewClient(in).BaseURL; got != want {
+		if got := localapi.NewClient(in, "t").BaseURL; got != want {
 			t.Errorf("NewClient(%q).BaseURL = %q, want %q", in, got, want)
 		}
 	}
@@ -36,7 +36,7 @@ func TestClient_Status(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 	// Without the scheme, as the CLI passes it.
-	st2, err := localapi.NewClient(e.base[len("http://"):]).Status(ctxT(t))
+	st2, err := localapi.NewClient(e.base[len("http://"):], e.token).Status(ctxT(t))
 	if err != nil || st2.DeviceID != "tab-1" {
 		t.Fatalf("status via host:port: %+v %v", st2, err)
 	}
@@ -99,7 +99,7 @@ func TestClient_Sync(t *testing.T) {
 }
 
 func TestClient_Unreachable(t *testing.T) {
-	c := localapi.NewClient("127.0.0.1:1")
+	c := localapi.NewClient("127.0.0.1:1", "t")
 	if _, err := c.Status(context.Background()); err == nil {
 		t.Fatal("no error from an unreachable API")
 	}

@@ -65,31 +65,59 @@ func (h *handler) routes() []Route {
 		{"GET", "/v1/activity", h.activity},
 		{"GET", "/v1/stream", h.stream},
 		{"POST", "/v1/settings", h.settings},
+		{"GET", "/", h.page},
+		{"GET", "/v1/openapi.json", h.openapi},
+		{"GET", "/metrics", h.metrics},
 	}
 }
 
-// Handler returns the API's routes.
-func Handler(b Backend, log *slog.Logger) http.Handler {
-	if log == nil {
-		log = slog.Default()
+func (h *handler) page(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:")
+	w.Write(page)
+}
+
+func (h *handler) openapi(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(openapi)
+}
+
+func (h *handler) metrics(w http.ResponseWriter, r *http.Request) {
+	if h.metricsH == nil {
+		writeError(w, http.StatusNotFound, "not_found", "metrics are not enabled")
+		return
 	}
-	h := &handler{b: b, log: log}
+	h.metricsH.ServeHTTP(w, r)
+}
+
+// Options configure [Handler].
+type Options struct {
+	// Token is the local API token every request but the page and the API
+	// description must carry (see [EnsureToken]); empty refuses them all.
+	Token string
+	Log   *slog.Logger
+	// Metrics, if set, is served at /metrics (token required).
+	Metrics http.Handler
+}
+
+// Handler returns the API's routes behind the token and loopback guard.
+func Handler(b Backend, opt Options) http.Handler {
+	if opt.Log == nil {
+		opt.Log = slog.Default()
+	}
+	h := &handler{b: b, log: opt.Log, metricsH: opt.Metrics}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Write(page)
-	})
 	for _, rt := range h.routes() {
-		mux.HandleFunc(rt.Method+" "+rt.Path, rt.handle)
+		pattern := rt.Method + " " + rt.Path
+		if rt.Path == "/" {
+			pattern += "{$}"
+		}
+		mux.HandleFunc(pattern, rt.handle)
 	}
-	mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(openapi)
-	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no route "+r.Method+" "+r.URL.Path)
 	})
-	return h.touching(mux)
+	return guard(opt.Token, h.touching(mux))
 }
 
 // touching records API use (the retention count restarts) before serving.
@@ -133,8 +161,9 @@ func (h *handler) signin(w http.ResponseWriter, r *http.Request) {
 }
 
 type handler struct {
-	b   Backend
-	log *slog.Logger
+	b        Backend
+	log      *slog.Logger
+	metricsH http.Handler
 }
 
 func (h *handler) status(w http.ResponseWriter, r *http.Request) {

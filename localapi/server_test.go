@@ -35,6 +35,7 @@ type env struct {
 	agent    *agent.Agent
 	base     string // http://127.0.0.1:port
 	client   *localapi.Client
+	token    string            // the local API token
 	versions map[string]uint64 // record id -> version published
 }
 
@@ -84,6 +85,12 @@ func (e *env) waitUpToDate(t *testing.T, since *time.Time) agent.Status {
 	}
 }
 
+// send sends req with the local API token.
+func (e *env) send(req *http.Request) (*http.Response, error) {
+	req.Header.Set("Authorization", "Bearer "+e.token)
+	return http.DefaultClient.Do(req)
+}
+
 // get fetches path and decodes the JSON answer into out.
 func (e *env) get(t *testing.T, path string, out any) *http.Response {
 	t.Helper()
@@ -100,7 +107,7 @@ func (e *env) do(t *testing.T, method, path, body string, out any) *http.Respons
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.send(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,8 +368,14 @@ func (e *env) run(t *testing.T, cfg agent.Config) {
 	runErr, serveErr := make(chan error, 1), make(chan error, 1)
 	addrc := make(chan net.Addr, 1)
 	go func() { runErr <- a.Run(ctx) }()
+	tok, err := localapi.EnsureToken(localapi.TokenPath(cfg.DataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.token = tok
+	h := localapi.Handler(a, localapi.Options{Token: tok, Log: quietLog(), Metrics: a.Metrics()})
 	go func() {
-		serveErr <- localapi.Serve(ctx, cfg.APIAddr, localapi.Handler(a, quietLog()), func(addr net.Addr) { addrc <- addr })
+		serveErr <- localapi.Serve(ctx, cfg.APIAddr, h, func(addr net.Addr) { addrc <- addr })
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -382,6 +395,6 @@ func (e *env) run(t *testing.T, cfg agent.Config) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("local API did not start")
 	}
-	e.client = localapi.NewClient(e.base)
+	e.client = localapi.NewClient(e.base, e.token)
 	e.waitUpToDate(t, nil)
 }

@@ -79,9 +79,12 @@ func runDemo(ctx context.Context, out io.Writer, o demoOpts) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		return localapi.RunAgent(gctx, a, log, func(addr net.Addr) {
+			tokenFile := localapi.TokenPath(acfg.DataDir)
+			tok, _ := localapi.ReadToken(tokenFile)
+			cli := fmt.Sprintf("device-agent --api %s --token-file %s", addr, tokenFile)
 			fmt.Fprintf(out, "device     demo-tablet (org units north, south), delta sync every 10s\n")
-			fmt.Fprintf(out, "status     open http://%s/ in a browser, or: device-agent status --api %s\n", addr, addr)
-			fmt.Fprintf(out, "records    device-agent records --channel events --api %s\n", addr)
+			fmt.Fprintf(out, "status     open http://%s/?token=%s in a browser, or: %s status\n", addr, tok, cli)
+			fmt.Fprintf(out, "records    %s records --channel events\n", cli)
 		})
 	})
 	g.Go(func() error { return narrate(gctx, out, a, b.Client(), units, o.every) })

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -27,7 +28,11 @@ func newStatusCmd(g *globals) *cobra.Command {
 		Use:   "status",
 		Short: "Show the agent's sync status",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := localapi.NewClient(g.api).Status(cmd.Context())
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			st, err := c.Status(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -95,7 +100,10 @@ func newSyncCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c := localapi.NewClient(g.api)
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
 			if reset {
 				rep, err := c.SyncNow(cmd.Context())
 				if err != nil {
@@ -115,7 +123,7 @@ func newSyncCmd(g *globals) *cobra.Command {
 			if !wait {
 				return nil
 			}
-			return waitSync(cmd, c, before)
+			return waitSync(cmd, c, before, newProgressView(cmd.OutOrStdout(), g.json))
 		},
 	}
 	cmd.Flags().StringVar(&scope, "scope", "full", "full, events, admin or documents")
@@ -125,10 +133,9 @@ func newSyncCmd(g *globals) *cobra.Command {
 }
 
 // waitSync polls the status until a sync newer than before has completed
-// or failed, printing a line per (unit, channel) whose progress changed.
-func waitSync(cmd *cobra.Command, c *localapi.Client, before agent.Status) error {
-	w := cmd.OutOrStdout()
-	printed := map[string]string{}
+// or failed, showing its per-(unit, channel) progress in view.
+func waitSync(cmd *cobra.Command, c *localapi.Client, before agent.Status, view progressView) error {
+	defer view.close()
 	started := false
 	for {
 		select {
@@ -141,20 +148,17 @@ func waitSync(cmd *cobra.Command, c *localapi.Client, before agent.Status) error
 			return err
 		}
 		started = started || st.State == agent.StateInProgress || newer(st.LastSyncStarted, before.LastSyncStarted)
-		for _, p := range st.Progress {
-			k, line := unitLabel(p.Unit)+"/"+string(p.Channel), fmt.Sprintf("%d/%d", p.Received, p.Expected)
-			if started && printed[k] != line {
-				printed[k] = line
-				fmt.Fprintf(w, "progress %s %s %s\n", unitLabel(p.Unit), p.Channel, line)
-			}
+		if started {
+			view.update(st.Progress)
 		}
 		if !started || st.State == agent.StateInProgress {
 			continue
 		}
+		view.close()
 		if st.State == agent.StateFailed {
 			return fmt.Errorf("sync failed: %s", st.LastError)
 		}
-		fmt.Fprintf(w, "sync completed at %s, %d sync errors\n", fmtTime(st.LastSyncCompleted), st.SyncErrors)
+		fmt.Fprintf(cmd.OutOrStdout(), "sync completed at %s, %d sync errors\n", fmtTime(st.LastSyncCompleted), st.SyncErrors)
 		return nil
 	}
 }
@@ -176,7 +180,11 @@ func newRecordsCmd(g *globals) *cobra.Command {
 			if cmd.Flags().Changed("org") {
 				q.Unit = unit
 			}
-			recs, err := localapi.NewClient(g.api).Records(cmd.Context(), q)
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			recs, err := c.Records(cmd.Context(), q)
 			if err != nil {
 				return err
 			}
@@ -197,4 +205,23 @@ func newRecordsCmd(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&limit, "limit", 100, "at most this many records")
 	cmd.MarkFlagRequired("channel")
 	return cmd
+}
+
+func newOpenCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "open",
+		Short: "Print the status page address with this user's local API token (open it in a browser)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			u := c.BaseURL + "/?token=" + url.QueryEscape(c.Token)
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), map[string]string{"url": u})
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), u)
+			return nil
+		},
+	}
 }

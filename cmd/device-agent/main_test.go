@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -35,7 +36,7 @@ func startAgent(t *testing.T) (string, *fstest.Broker) {
 	cfg := agent.Config{RefreshMode: blockingMode(), DeviceID: "tab-cli", User: "bob", OrgUnits: []string{"north"}, BrokerURL: b.URL(),
 		DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", StallTimeout: 5 * time.Second}
 	api := serveAgent(t, cfg, log)
-	c := localapi.NewClient(api)
+	c := apiClient(t, api)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		st, err := c.Status(context.Background())
@@ -199,7 +200,7 @@ func TestSyncCmd_Wait(t *testing.T) {
 		t.Errorf("non-TTY output has control characters: %q", out)
 	}
 	// The sync really ran: the new record is local.
-	recs, err := localapi.NewClient(api).Records(context.Background(), store.Query{Channel: events.ChannelEvents, Unit: store.AnyUnit})
+	recs, err := apiClient(t, api).Records(context.Background(), store.Query{Channel: events.ChannelEvents, Unit: store.AnyUnit})
 	if err != nil || len(recs) != 4 {
 		t.Fatalf("after sync --wait: %d records (%v), want 4", len(recs), err)
 	}
@@ -217,6 +218,7 @@ func TestSyncCmd_NoWait(t *testing.T) {
 }
 
 func TestStatusCmd_Unreachable(t *testing.T) {
+	t.Setenv("FIELDSYNC_AGENT_TOKEN", "any")
 	if _, err := run(t, "status", "--api", "127.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "not reachable") {
 		t.Fatalf("status against no agent: %v", err)
 	}
@@ -244,6 +246,28 @@ func blockingMode() *bool {
 
 // serveAgent opens the agent of cfg and runs it with its local API until
 // the test ends; it returns the API address.
+// useConfig points the CLI at a config file for cfg, as a person running
+// the CLI next to the agent would: the CLI finds the token through it.
+func useConfig(t *testing.T, cfg agent.Config) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "device-agent.yaml")
+	yaml := fmt.Sprintf("device_id: %s\norg_units: [%s]\ndata_dir: %q\n", cfg.DeviceID, strings.Join(cfg.OrgUnits, ", "), cfg.DataDir)
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("FIELDSYNC_AGENT_CONFIG", path)
+}
+
+// apiClient is a local API client with the agent's token.
+func apiClient(t *testing.T, api string) *localapi.Client {
+	t.Helper()
+	c, err := (&globals{api: api, config: os.Getenv("FIELDSYNC_AGENT_CONFIG")}).client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func serveAgent(t *testing.T, cfg agent.Config, log *slog.Logger) string {
 	t.Helper()
 	a, err := agent.Open(context.Background(), cfg, log)
@@ -264,6 +288,7 @@ func serveAgent(t *testing.T, cfg agent.Config, log *slog.Logger) string {
 	select {
 	case addr := <-addrc:
 		api = addr.String()
+		useConfig(t, cfg)
 	case err := <-errc:
 		t.Fatalf("RunAgent: %v", err)
 	case <-time.After(10 * time.Second):

@@ -7,7 +7,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fieldsync/fieldsync/agent"
-	"github.com/fieldsync/fieldsync/localapi"
 	"github.com/fieldsync/fieldsync/publish"
 	"github.com/fieldsync/fieldsync/store"
 )
@@ -32,7 +31,11 @@ func newWriteCmd(g *globals) *cobra.Command {
 				}
 				r.Body = b
 			}
-			resp, err := localapi.NewClient(g.api).Write(cmd.Context(), r)
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			resp, err := c.Write(cmd.Context(), r)
 			if err != nil {
 				return err
 			}
@@ -61,7 +64,11 @@ func newConflictsCmd(g *globals) *cobra.Command {
 		Use:   "conflicts",
 		Short: "List sync errors of local writes (conflicts and rejections)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cs, err := localapi.NewClient(g.api).Conflicts(cmd.Context())
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			cs, err := c.Conflicts(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -102,7 +109,11 @@ func newResolveCmd(g *globals) *cobra.Command {
 		Short: "Resolve a sync error: undo the local change, undelete the record, or retry on the server's version",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := localapi.NewClient(g.api).Resolve(cmd.Context(), args[0], args[1]); err != nil {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if err := c.Resolve(cmd.Context(), args[0], args[1]); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s done\n", args[0], args[1])
@@ -116,7 +127,11 @@ func newApplyCmd(g *globals) *cobra.Command {
 		Use:   "apply",
 		Short: "Apply Update: make the downloaded updates live in one step",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rep, err := localapi.NewClient(g.api).Apply(cmd.Context())
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			rep, err := c.Apply(cmd.Context())
 			if err != nil {
 				return err
 			}

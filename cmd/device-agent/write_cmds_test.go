@@ -42,7 +42,7 @@ func startWriteAgent(t *testing.T) (string, *fstest.Broker, uint64) {
 	cfg := agent.Config{RefreshMode: blockingMode(), DeviceID: "tab-cli", User: "bob", OrgUnits: []string{"north"}, BrokerURL: b.URL(),
 		DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", StallTimeout: 5 * time.Second, AutosyncInterval: 50 * time.Millisecond}
 	api := serveAgent(t, cfg, log)
-	c := localapi.NewClient(api)
+	c := apiClient(t, api)
 	waitFor(t, "initial sync", func() (bool, string) {
 		st, err := c.Status(context.Background())
 		if err != nil {
@@ -100,7 +100,7 @@ func waitConflicts(t *testing.T, c *localapi.Client, n int) []store.Conflict {
 
 func TestWriteCmd(t *testing.T) {
 	api, b, v1 := startWriteAgent(t)
-	c := localapi.NewClient(api)
+	c := apiClient(t, api)
 	ctx := context.Background()
 
 	id, base := mustWriteCmd(t, api, "--org", "north", "--kind", "event", "--id", "w1", "--body", `{"n": 1}`)
@@ -175,7 +175,7 @@ func TestWriteCmd(t *testing.T) {
 
 func TestConflictsCmd(t *testing.T) {
 	api, b, v1 := startWriteAgent(t)
-	c := localapi.NewClient(api)
+	c := apiClient(t, api)
 
 	if out := mustRun(t, "conflicts", "--api", api); out != "no sync errors\n" {
 		t.Fatalf("conflicts with none printed %q", out)
@@ -232,7 +232,7 @@ func TestConflictsCmd(t *testing.T) {
 
 func TestResolveCmd(t *testing.T) {
 	api, _, _ := startWriteAgent(t)
-	c := localapi.NewClient(api)
+	c := apiClient(t, api)
 	id, _ := mustWriteCmd(t, api, "--org", "north", "--channel", "admin", "--kind", "setting", "--id", "s1", "--body", `{"k": "v"}`)
 	waitConflicts(t, c, 1)
 

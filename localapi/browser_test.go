@@ -1,0 +1,282 @@
+package localapi_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/fieldsync/fieldsync/agent"
+	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/internal/fstest"
+)
+
+// browserChanges is how many changes the browser test's sync downloads:
+// enough that the page shows the sync in progress for a while.
+const browserChanges = 10000
+
+// browserLinkSpeed is the broker link of the browser test (bytes/s): the
+// download takes a few seconds.
+const browserLinkSpeed = 400 << 10
+
+// chromiumPath finds Debian's chromium (or $CHROMIUM).
+func chromiumPath() string {
+	if p := os.Getenv("CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// artifactDir is where the browser test saves its screenshots:
+// $FIELDSYNC_ARTIFACTS/browser, else artifacts/browser in the repository.
+func artifactDir(t *testing.T) string {
+	t.Helper()
+	root := os.Getenv("FIELDSYNC_ARTIFACTS")
+	if root == "" {
+		root = filepath.Join("..", "artifacts")
+	}
+	dir, err := filepath.Abs(filepath.Join(root, "browser"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// browser is a headless Chromium tab on a 10-inch tablet screen.
+type browser struct {
+	ctx   context.Context
+	shots string
+	n     int
+}
+
+func startBrowser(t *testing.T) *browser {
+	t.Helper()
+	path := chromiumPath()
+	if path == "" {
+		t.Skip("browser test skipped: Chromium not found (install Debian's chromium package, or set $CHROMIUM)")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox,
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 800))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancelCtx(); cancelAlloc() })
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start Chromium %s: %v", path, err)
+	}
+	return &browser{ctx: ctx, shots: artifactDir(t)}
+}
+
+// run runs actions with a timeout, failing the test with what it was doing.
+func (b *browser) run(t *testing.T, what string, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	if _, err := runFor(b, chromedp.Steps(steps...)); err != nil {
+		text, _ := runFor(b, chromedp.Text(chromedp.CSS("body")))
+		t.Fatalf("browser: %s: %v\npage text: %.800s", what, err, text)
+	}
+}
+
+// runFor runs one action with a minute's timeout.
+func runFor[T any](b *browser, a chromedp.Action[T]) (T, error) {
+	ctx, cancel := context.WithTimeout(b.ctx, 60*time.Second)
+	defer cancel()
+	return chromedp.Run(ctx, a)
+}
+
+// shot saves a full-page screenshot as NN-name.png in the artifacts.
+func (b *browser) shot(t *testing.T, name string) {
+	t.Helper()
+	png, err := runFor(b, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	b.n++
+	path := filepath.Join(b.shots, fmt.Sprintf("%02d-%s.png", b.n, name))
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot %s", path)
+}
+
+// text returns the trimmed text of sel.
+func (b *browser) text(t *testing.T, sel string) string {
+	t.Helper()
+	s, err := runFor(b, chromedp.Text(chromedp.CSS(sel)))
+	if err != nil {
+		t.Fatalf("read %s: %v", sel, err)
+	}
+	return strings.TrimSpace(s)
+}
+
+// publishMany publishes n new north events in one pipelined batch.
+func publishMany(t *testing.T, b *fstest.Broker, n int) {
+	t.Helper()
+	i := 0
+	_, err := b.Client.Publisher().PublishAll(context.Background(), func() (*events.Envelope, bool) {
+		if i == n {
+			return nil, false
+		}
+		i++
+		return fstest.Change(t, "north", events.ChannelEvents, "event", fmt.Sprintf("bulk-%06d", i), map[string]any{"title": "bulk"}), true
+	}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPage_Browser drives the status page in headless Chromium: a sync the
+// user starts shows its progress, then updates available; Apply makes the
+// device up to date; a sync error is listed and Undo clears it.
+func TestPage_Browser(t *testing.T) {
+	br := startBrowser(t)
+	e := &env{broker: fstest.MustStartBroker(t, "north"), versions: map[string]uint64{}}
+	e.versions["srv-1"] = e.broker.MustPublish(t, fstest.Change(t, "north", events.ChannelEvents, "event", "srv-1", map[string]any{"title": "T srv-1"}))
+	e.run(t, agent.Config{DeviceID: "tab-ui", User: "alice", OrgUnits: []string{"north"},
+		BrokerURL: slowProxy(t, strings.TrimPrefix(e.broker.URL(), "nats://"), browserLinkSpeed), DataDir: t.TempDir(),
+		APIAddr: "127.0.0.1:0", StallTimeout: 10 * time.Second, AutosyncInterval: 50 * time.Millisecond})
+	runIngest(t, e.broker)
+
+	br.run(t, "open the page with the token", chromedp.Navigate(e.base+"/?token="+e.token),
+		chromedp.WaitVisible(chromedp.CSS(`#widget[data-state="up_to_date"]`)))
+	if got := br.text(t, "#state-label"); got != "Up to date" {
+		t.Fatalf("state label %q, want Up to date", got)
+	}
+	br.shot(t, "up-to-date")
+
+	// Record every state the widget shows, to check the order afterwards.
+	br.run(t, "watch the widget", chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := chromedp.Evaluate[bool](`window.states=[];new MutationObserver(()=>{const s=document.getElementById("widget").dataset.state;
+		if(window.states[window.states.length-1]!==s)window.states.push(s)}).observe(document.getElementById("widget"),{attributes:true});true`)(ctx, tg)
+		return err
+	}))
+	publishMany(t, e.broker, browserChanges)
+	br.run(t, "start a sync from the page", chromedp.Click(chromedp.CSS("#sync-full")),
+		chromedp.WaitVisible(chromedp.CSS(`#widget[data-state="in_progress"]`)), chromedp.WaitVisible(chromedp.CSS(`#progress-box`)))
+	br.shot(t, "sync-in-progress")
+	bars, err := runFor(br, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#progress progress")].map(p=>p.getAttribute("aria-label"))`))
+	if err != nil || !slices.ContainsFunc(bars, func(l string) bool {
+		return strings.HasPrefix(l, "north Events: ") && strings.HasSuffix(l, " of "+fmt.Sprint(browserChanges))
+	}) {
+		t.Fatalf("progress bars while syncing: %q (%v), want one labelled north Events: n of %d", bars, err, browserChanges)
+	}
+
+	br.run(t, "wait for updates available", chromedp.WaitVisible(chromedp.CSS(`#widget[data-state="updates_available"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#apply`)))
+	if got := br.text(t, "#state-detail"); !strings.Contains(got, fmt.Sprint(browserChanges)+" changes") {
+		t.Fatalf("updates detail %q, want the %d staged changes", got, browserChanges)
+	}
+	br.shot(t, "updates-available")
+	states, err := runFor(br, chromedp.Evaluate[[]string](`window.states`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(states, ",") != "in_progress,updates_available" {
+		t.Fatalf("widget states %v, want in_progress then updates_available", states)
+	}
+
+	br.run(t, "apply", chromedp.Click(chromedp.CSS("#apply")),
+		chromedp.WaitVisible(chromedp.CSS(`#widget[data-state="up_to_date"]`)), chromedp.WaitNotVisible(chromedp.CSS("#apply")))
+	if n := e.status(t).Channels[0].Records; n < browserChanges {
+		t.Fatalf("after Apply the device holds %d events, want at least %d", n, browserChanges)
+	}
+	br.shot(t, "applied-up-to-date")
+
+	makeConflict(t, e)
+	br.run(t, "wait for the sync error", chromedp.WaitVisible(chromedp.CSS(`#widget.tone-bad #show-errors`)))
+	if got := br.text(t, "#state-label"); got != "1 sync error" {
+		t.Fatalf("state label %q, want 1 sync error", got)
+	}
+	br.shot(t, "sync-error")
+	br.run(t, "open the list", chromedp.Click(chromedp.CSS("#show-errors")),
+		chromedp.WaitVisible(chromedp.CSS(`#errors li button[data-resolve="undo"]`)))
+	br.shot(t, "sync-error-list")
+	br.run(t, "undo", chromedp.Click(chromedp.CSS(`#errors li button[data-resolve="undo"]`)),
+		chromedp.WaitNotPresent(chromedp.CSS(`#errors li`)), chromedp.WaitNotVisible(chromedp.CSS("#show-errors")),
+		chromedp.WaitVisible(chromedp.CSS(`#widget.tone-ok`)))
+	if cs := e.conflicts(t); len(cs) != 0 {
+		t.Fatalf("conflicts after Undo in the page: %+v", cs)
+	}
+	br.shot(t, "undone")
+}
+
+// makeConflict changes srv-1 on the server behind the device's back, then
+// writes it on the device: ingest finds the write in conflict.
+func makeConflict(t *testing.T, e *env) {
+	t.Helper()
+	e.broker.MustPublish(t, fstest.Change(t, "north", events.ChannelEvents, "event", "srv-1", map[string]any{"title": "server edit"}))
+	e.write(t, `{"org_unit":"north","channel":"events","kind":"event","id":"srv-1","body":{"title":"device edit"}}`)
+	// After Apply the agent merges the applied rows in the background; under
+	// the race detector that holds the writer for seconds at a time, so the
+	// upload and its result may take a while.
+	deadline := time.Now().Add(90 * time.Second)
+	for len(e.conflicts(t)) != 1 {
+		if time.Now().After(deadline) {
+			st := e.status(t)
+			t.Fatalf("no conflict after 90s: state %s, pending writes %d, sync errors %d", st.State, st.PendingWrites, st.SyncErrors)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// slowProxy forwards loopback TCP connections to target, sending what the
+// target answers at about bytesPerSec per connection: a real broker seen
+// over a slow link, so that a sync stays in progress long enough to watch.
+func slowProxy(t *testing.T, target string, bytesPerSec int) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			t.Cleanup(func() { in.Close(); out.Close() })
+			go io.Copy(out, in)
+			go copySlowly(in, out, bytesPerSec)
+		}
+	}()
+	return "nats://" + ln.Addr().String()
+}
+
+func copySlowly(dst io.Writer, src io.Reader, bytesPerSec int) {
+	buf := make([]byte, max(bytesPerSec/100, 512))
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+			time.Sleep(time.Duration(n) * time.Second / time.Duration(bytesPerSec))
+		}
+		if err != nil {
+			return
+		}
+	}
+}
