@@ -26,6 +26,11 @@ type Config struct {
 	// [DefaultDataDir]: %ProgramData%\fieldsync\agent on Windows,
 	// ./fieldsync-agent elsewhere).
 	DataDir string `yaml:"data_dir"`
+	// APITokenReaders may read the local API token file besides the user
+	// running the agent: on Windows account names or SIDs (the tablet
+	// user's account when the agent runs as a service under LocalSystem);
+	// elsewhere at most one group, which gets read access (mode 0640).
+	APITokenReaders []string `yaml:"api_token_readers"`
 	// APIAddr is where the local API listens; it must be a loopback address
 	// (default 127.0.0.1:7480).
 	APIAddr string `yaml:"api_addr"`

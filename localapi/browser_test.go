@@ -154,11 +154,17 @@ func TestPage_Browser(t *testing.T) {
 		APIAddr: "127.0.0.1:0", StallTimeout: 10 * time.Second, AutosyncInterval: 50 * time.Millisecond})
 	runIngest(t, e.broker)
 
+	br.run(t, "open the page without the token", chromedp.Navigate(e.base+"/"), chromedp.WaitVisible(chromedp.CSS("#notice")))
+	if got := br.text(t, "#notice"); !strings.Contains(got, "device-agent open") {
+		t.Fatalf("page without the token says %q, want how to open it", got)
+	}
+	br.shot(t, "no-token")
 	br.run(t, "open the page with the token", chromedp.Navigate(e.base+"/?token="+e.token),
 		chromedp.WaitVisible(chromedp.CSS(`#widget[data-state="up_to_date"]`)))
 	if got := br.text(t, "#state-label"); got != "Up to date" {
 		t.Fatalf("state label %q, want Up to date", got)
 	}
+	checkAccessible(t, br)
 	br.shot(t, "up-to-date")
 
 	// Record every state the widget shows, to check the order afterwards.
@@ -215,6 +221,27 @@ func TestPage_Browser(t *testing.T) {
 		t.Fatalf("conflicts after Undo in the page: %+v", cs)
 	}
 	br.shot(t, "undone")
+}
+
+// checkAccessible checks what a screen reader needs: the state is a live
+// region in words, every visible control has a name, and touch targets
+// are at least 44 px.
+func checkAccessible(t *testing.T, br *browser) {
+	t.Helper()
+	problems, err := runFor(br, chromedp.Evaluate[[]string](`(()=>{const out=[];
+		const live=document.querySelector('[role=status][aria-live]');
+		if(!live||!live.textContent.trim())out.push("no live status region with text");
+		for(const el of document.querySelectorAll("button,input,progress,table")){
+			if(el.offsetParent===null)continue;
+			const name=(el.getAttribute("aria-label")||el.textContent||(el.labels&&el.labels[0]&&el.labels[0].textContent)||"").trim();
+			if(!name)out.push(el.outerHTML.slice(0,80)+" has no accessible name");
+			const r=el.getBoundingClientRect();
+			if(el.tagName==="BUTTON"&&(r.height<44||r.width<44))out.push(el.outerHTML.slice(0,80)+" smaller than 44px");
+		}
+		return out})()`))
+	if err != nil || len(problems) > 0 {
+		t.Fatalf("accessibility: %v %q", err, problems)
+	}
 }
 
 // makeConflict changes srv-1 on the server behind the device's back, then

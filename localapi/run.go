@@ -15,7 +15,7 @@ import (
 // written to, [TokenPath] of the agent's data folder. ready, if not nil,
 // gets the API address.
 func RunAgent(ctx context.Context, a *agent.Agent, log *slog.Logger, ready func(net.Addr)) error {
-	tok, err := EnsureToken(TokenPath(a.Config().DataDir))
+	tok, err := EnsureToken(TokenPath(a.Config().DataDir), a.Config().APITokenReaders...)
 	if err != nil {
 		return err
 	}

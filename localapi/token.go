@@ -28,10 +28,11 @@ var ErrNoToken = errors.New("localapi: no API token file")
 // EnsureToken returns the token stored at path, creating a new random one
 // first if the file is missing or empty. The file is readable only by the
 // user running the agent (mode 0600; on Windows an ACL for that user,
-// SYSTEM and Administrators).
-func EnsureToken(path string) (string, error) {
+// SYSTEM and Administrators) and by readers: on Windows accounts or SIDs,
+// elsewhere at most one group (mode 0640).
+func EnsureToken(path string, readers ...string) (string, error) {
 	if tok, err := ReadToken(path); err == nil {
-		return tok, restrictFile(path)
+		return tok, restrictFile(path, readers)
 	} else if !errors.Is(err, ErrNoToken) {
 		return "", err
 	}
@@ -49,7 +50,7 @@ func EnsureToken(path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("localapi: token: %w", err)
 	}
-	if err := restrictFile(tmp); err != nil {
+	if err := restrictFile(tmp, readers); err != nil {
 		f.Close()
 		return "", err
 	}
