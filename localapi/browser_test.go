@@ -56,6 +56,10 @@ func artifactDir(t *testing.T) string {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	old, _ := filepath.Glob(filepath.Join(dir, "*.png"))
+	for _, f := range old { // the screenshots of this run only
+		os.Remove(f)
+	}
 	return dir
 }
 
@@ -166,6 +170,7 @@ func TestPage_Browser(t *testing.T) {
 	}
 	checkAccessible(t, br)
 	br.shot(t, "up-to-date")
+	checkWidgetStates(t, br)
 
 	// Record every state the widget shows, to check the order afterwards.
 	br.run(t, "watch the widget", chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
@@ -221,6 +226,31 @@ func TestPage_Browser(t *testing.T) {
 		t.Fatalf("conflicts after Undo in the page: %+v", cs)
 	}
 	br.shot(t, "undone")
+}
+
+// checkWidgetStates runs the page's own view() over every state the agent
+// reports: the icon, colour and words the seeds' status widget shows.
+func checkWidgetStates(t *testing.T, br *browser) {
+	t.Helper()
+	base := `{device_id:"d",org_units:[],progress:[],channels:[],sync_errors:0,pending_writes:0,staged_changes:3,updates_available_since:new Date().toISOString()`
+	for _, tc := range []struct{ status, want string }{
+		{`state:"up_to_date"`, "check ok Up to date"},
+		{`state:"in_progress"`, "sync busy Sync in progress"},
+		{`state:"in_progress",blocking:true`, "sync busy Sync in progress: please wait"},
+		{`state:"updates_available",age_band:"green"`, "cloud green Updates available"},
+		{`state:"updates_available",age_band:"orange"`, "cloud orange Updates available"},
+		{`state:"updates_available",age_band:"red"`, "cloud red Updates available"},
+		{`state:"up_to_date",sync_errors:2`, "alert bad 2 sync errors"},
+		{`state:"failed",last_error:"x"`, "alert bad Sync failed"},
+		{`state:"authentication_error",auth_error:"password_expired"`, "alert bad Authentication error"},
+		{`state:"incompatible_server",last_error:"x"`, "alert bad Upgrade the device agent"},
+		{`state:"not_started",online_only:true`, "clock idle Not synced yet"},
+	} {
+		got, err := runFor(br, chromedp.Evaluate[string](`(()=>{const v=view(`+base+`,`+tc.status+`});return v.icon+" "+v.tone+" "+v.label})()`))
+		if err != nil || got != tc.want {
+			t.Errorf("view({%s}) = %q (%v), want %q", tc.status, got, err, tc.want)
+		}
+	}
 }
 
 // checkAccessible checks what a screen reader needs: the state is a live
