@@ -163,10 +163,13 @@ func TestPage_Browser(t *testing.T) {
 		t.Fatalf("page without the token says %q, want how to open it", got)
 	}
 	br.shot(t, "no-token")
-	br.run(t, "open the page with the token", chromedp.Navigate(e.base+"/?token="+e.token),
+	br.run(t, "open the page with the token", chromedp.Navigate(e.base+"/#token="+e.token),
 		chromedp.WaitVisible(chromedp.CSS(`#widget[data-state="up_to_date"]`)))
 	if got := br.text(t, "#state-label"); got != "Up to date" {
 		t.Fatalf("state label %q, want Up to date", got)
+	}
+	if hash, err := runFor(br, chromedp.Evaluate[string](`location.hash`)); err != nil || hash != "" {
+		t.Fatalf("address fragment after load %q (%v), want the token gone from the address bar", hash, err)
 	}
 	checkAccessible(t, br)
 	br.shot(t, "up-to-date")
@@ -181,6 +184,10 @@ func TestPage_Browser(t *testing.T) {
 	publishMany(t, e.broker, browserChanges)
 	br.run(t, "start a sync from the page", chromedp.Click(chromedp.CSS("#sync-full")),
 		chromedp.WaitVisible(chromedp.CSS(`#widget[data-state="in_progress"]`)), chromedp.WaitVisible(chromedp.CSS(`#progress-box`)))
+	br.run(t, "focus a Sync button", chromedp.Focus(chromedp.CSS(`#channels button[data-scope="admin"]`)), chromedp.Sleep(time.Second))
+	if f, err := runFor(br, chromedp.Evaluate[string](`document.activeElement.dataset.scope||document.activeElement.tagName`)); err != nil || f != "admin" {
+		t.Fatalf("focus after a second of live updates: %q (%v), want the Sync Admin button", f, err)
+	}
 	br.shot(t, "sync-in-progress")
 	bars, err := runFor(br, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#progress progress")].map(p=>p.getAttribute("aria-label"))`))
 	if err != nil || !slices.ContainsFunc(bars, func(l string) bool {
@@ -209,6 +216,18 @@ func TestPage_Browser(t *testing.T) {
 		t.Fatalf("after Apply the device holds %d events, want at least %d", n, browserChanges)
 	}
 	br.shot(t, "applied-up-to-date")
+	// An action's error stays on screen through the live updates.
+	if _, err := runFor(br, chromedp.Evaluate[bool](`act(()=>api("/v1/apply",{method:"POST"})).then(()=>true)`, chromedp.EvalAwaitPromise)); err != nil {
+		t.Fatal(err)
+	}
+	br.run(t, "live updates", chromedp.Sleep(1500*time.Millisecond))
+	if got := br.text(t, "#notice"); !strings.Contains(got, "no updates to apply") {
+		t.Fatalf("notice after a refused Apply: %q, want the error kept", got)
+	}
+	br.run(t, "portrait tablet", chromedp.EmulateViewport(800, 1280))
+	checkAccessible(t, br)
+	br.shot(t, "portrait")
+	br.run(t, "landscape tablet", chromedp.EmulateViewport(1280, 800))
 
 	makeConflict(t, e)
 	br.run(t, "wait for the sync error", chromedp.WaitVisible(chromedp.CSS(`#widget.tone-bad #show-errors`)))

@@ -38,7 +38,7 @@ func (h *handler) settings(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&s); err != nil || s.RefreshMode == nil {
-		writeError(w, http.StatusBadRequest, "bad_request", `body: want {"refresh_mode": true|false}`)
+		bodyError(w, err, `body: want {"refresh_mode": true|false}`)
 		return
 	}
 	if err := h.b.SetRefreshMode(r.Context(), *s.RefreshMode); err != nil {
@@ -52,7 +52,8 @@ func (h *handler) settings(w http.ResponseWriter, r *http.Request) {
 const streamPoll = 250 * time.Millisecond
 
 // stream sends the status as server-sent events ("event: status") each
-// time it changes, and a comment every 15 s to keep the connection open.
+// time it changes, "event: error" with an [ErrorBody] when the status
+// cannot be read, and a comment every 15 s to keep the connection open.
 func (h *handler) stream(w http.ResponseWriter, r *http.Request) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
@@ -67,13 +68,19 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request) {
 	defer tick.Stop()
 	defer keep.Stop()
 	for {
+		ev, b := "status", []byte(nil)
 		st, err := h.b.Status(r.Context())
 		if err == nil {
-			if b, _ := json.Marshal(st); !bytes.Equal(b, last) {
-				fmt.Fprintf(w, "event: status\ndata: %s\n\n", b)
-				fl.Flush()
-				last = b
-			}
+			b, _ = json.Marshal(st)
+		} else if r.Context().Err() == nil {
+			var eb ErrorBody
+			eb.Error.Code, eb.Error.Message = "internal", err.Error()
+			ev, b = "error", mustJSON(eb)
+		}
+		if b != nil && !bytes.Equal(b, last) {
+			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev, b)
+			fl.Flush()
+			last = b
 		}
 		select {
 		case <-r.Context().Done():
@@ -84,4 +91,12 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request) {
 		case <-tick.C:
 		}
 	}
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }

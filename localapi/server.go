@@ -1,8 +1,11 @@
 package localapi
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -71,9 +74,26 @@ func (h *handler) routes() []Route {
 	}
 }
 
+// pageCSP lets the page run its own inline script (by hash) and talk to
+// this origin only; it cannot be framed.
+var pageCSP = "default-src 'none'; connect-src 'self'; img-src data:; style-src 'unsafe-inline'; script-src '" + scriptHash(page) +
+	"'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+
+// scriptHash is the CSP source of the one inline <script> of html.
+func scriptHash(html []byte) string {
+	_, rest, _ := bytes.Cut(html, []byte("<script>"))
+	body, _, ok := bytes.Cut(rest, []byte("</script>"))
+	if !ok {
+		panic("localapi: page.html has no <script>")
+	}
+	sum := sha256.Sum256(body)
+	return "sha256-" + base64.StdEncoding.EncodeToString(sum[:])
+}
+
 func (h *handler) page(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:")
+	w.Header().Set("Content-Security-Policy", pageCSP)
+	w.Header().Set("Cache-Control", "no-store")
 	w.Write(page)
 }
 
@@ -106,24 +126,35 @@ func Handler(b Backend, opt Options) http.Handler {
 		opt.Log = slog.Default()
 	}
 	h := &handler{b: b, log: opt.Log, metricsH: opt.Metrics}
-	mux := http.NewServeMux()
+	mux, probe := http.NewServeMux(), http.NewServeMux()
+	allow := map[string][]string{} // path pattern -> its methods
 	for _, rt := range h.routes() {
-		pattern := rt.Method + " " + rt.Path
-		if rt.Path == "/" {
-			pattern += "{$}"
+		path := rt.Path
+		if path == "/" {
+			path += "{$}"
 		}
-		mux.HandleFunc(pattern, rt.handle)
+		mux.HandleFunc(rt.Method+" "+path, rt.handle)
+		if allow[path] == nil {
+			probe.HandleFunc(path, func(http.ResponseWriter, *http.Request) {})
+		}
+		allow[path] = append(allow[path], rt.Method)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if _, path := probe.Handler(r); allow[path] != nil {
+			w.Header().Set("Allow", strings.Join(allow[path], ", "))
+			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" "+r.URL.Path+": allowed "+strings.Join(allow[path], ", "))
+			return
+		}
 		writeError(w, http.StatusNotFound, "not_found", "no route "+r.Method+" "+r.URL.Path)
 	})
 	return guard(opt.Token, h.touching(mux))
 }
 
-// touching records API use (the retention count restarts) before serving.
+// touching records API use (the retention count restarts) before serving
+// an authorised API request; the public paths do not count.
 func (h *handler) touching(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/v1/") {
+		if strings.HasPrefix(r.URL.Path, "/v1/") && !public(r) {
 			if err := h.b.Touch(r.Context()); err != nil {
 				h.log.Warn("record API use", "err", err)
 			}
@@ -150,7 +181,7 @@ func (h *handler) signin(w http.ResponseWriter, r *http.Request) {
 		User string `json:"user"`
 	}
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil || req.User == "" {
-		writeError(w, http.StatusBadRequest, "bad_request", `body: want {"user": "..."}`)
+		bodyError(w, err, `body: want {"user": "..."}`)
 		return
 	}
 	if err := h.b.SignIn(r.Context(), req.User); err != nil {
@@ -227,7 +258,7 @@ func (h *handler) write(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, events.MaxBodySize*4))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", "body: "+err.Error())
+		bodyError(w, err, "body: "+err.Error())
 		return
 	}
 	m, err := h.b.Write(r.Context(), req)
@@ -281,7 +312,7 @@ func (h *handler) sync(w http.ResponseWriter, r *http.Request) {
 	var req SyncRequest
 	if r.ContentLength != 0 {
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
-			writeError(w, http.StatusBadRequest, "bad_request", "body: "+err.Error())
+			bodyError(w, err, "body: "+err.Error())
 			return
 		}
 	}
@@ -337,8 +368,20 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 	writeJSON(w, status, b)
 }
 
+// bodyError answers a request body that did not decode: 413 when it was
+// over the limit, else 400 with want.
+func bodyError(w http.ResponseWriter, err error, want string) {
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body over %d bytes", tooBig.Limit))
+		return
+	}
+	writeError(w, http.StatusBadRequest, "bad_request", want)
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
 }
@@ -360,7 +403,8 @@ func Serve(ctx context.Context, addr string, h http.Handler, ready func(net.Addr
 	if ready != nil {
 		ready(ln.Addr())
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	// Handlers get ctx, so that open streams end when the API stops.
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -369,7 +413,9 @@ func Serve(ctx context.Context, addr string, h http.Handler, ready func(net.Addr
 	case <-ctx.Done():
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		srv.Shutdown(sctx)
+		if srv.Shutdown(sctx) != nil {
+			srv.Close()
+		}
 		<-errc
 		return nil
 	}

@@ -83,7 +83,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOpts) error {
 			tok, _ := localapi.ReadToken(tokenFile)
 			cli := fmt.Sprintf("device-agent --api %s --token-file %s", addr, tokenFile)
 			fmt.Fprintf(out, "device     demo-tablet (org units north, south), delta sync every 10s\n")
-			fmt.Fprintf(out, "status     open http://%s/?token=%s in a browser, or: %s status\n", addr, tok, cli)
+			fmt.Fprintf(out, "status     open http://%s/#token=%s in a browser, or: %s status\n", addr, tok, cli)
 			fmt.Fprintf(out, "records    %s records --channel events\n", cli)
 		})
 	})

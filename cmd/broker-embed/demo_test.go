@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"net/http"
-	"net/http/cookiejar"
 	"regexp"
 	"sync"
 	"testing"
@@ -42,7 +41,7 @@ func TestDemo_Run(t *testing.T) {
 			t.Errorf("demo: %v", err)
 		}
 	}()
-	page := regexp.MustCompile(`open (http://127\.0\.0\.1:\d+/\?token=[0-9a-f]{64}) in a browser`)
+	page := regexp.MustCompile(`open (http://(127\.0\.0\.1:\d+)/#token=([0-9a-f]{64})) in a browser`)
 	deadline := time.Now().Add(30 * time.Second)
 	var m []string
 	for m = page.FindStringSubmatch(out.String()); m == nil; m = page.FindStringSubmatch(out.String()) {
@@ -51,14 +50,16 @@ func TestDemo_Run(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	jar, _ := cookiejar.New(nil)
-	resp, err := (&http.Client{Jar: jar}).Get(m[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	cookies := jar.Cookies(resp.Request.URL)
-	if resp.StatusCode != http.StatusOK || resp.Request.URL.RawQuery != "" || len(cookies) != 1 {
-		t.Fatalf("GET %s: %d at %s with cookies %v, want the page at / with the token cookie", m[1], resp.StatusCode, resp.Request.URL, cookies)
+	for path, want := range map[string]int{"/": http.StatusOK, "/v1/status": http.StatusOK} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+m[2]+path, nil)
+		req.Header.Set("Authorization", "Bearer "+m[3])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("GET %s with the printed token: %d, want %d", path, resp.StatusCode, want)
+		}
 	}
 }

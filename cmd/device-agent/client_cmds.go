@@ -216,7 +216,7 @@ func newOpenCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			u := c.BaseURL + "/?token=" + url.QueryEscape(c.Token)
+			u := c.BaseURL + "/#token=" + url.QueryEscape(c.Token)
 			if g.json {
 				return printJSON(cmd.OutOrStdout(), map[string]string{"url": u})
 			}

@@ -12,17 +12,19 @@ func TestOpenCmd_Run(t *testing.T) {
 	api, _ := startAgent(t)
 	out := strings.TrimSpace(mustRun(t, "open", "--api", api))
 	u, err := url.Parse(out)
-	if err != nil || u.Host != api || len(u.Query().Get("token")) != 64 {
-		t.Fatalf("open printed %q, want http://%s/?token=<64 hex>", out, api)
+	tok, _ := strings.CutPrefix(u.Fragment, "token=")
+	if err != nil || u.Host != api || u.Path != "/" || len(tok) != 64 || u.RawQuery != "" {
+		t.Fatalf("open printed %q, want http://%s/#token=<64 hex> (in the fragment, never sent to a server)", out, api)
 	}
-	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noRedirect.Get(out)
+	req, _ := http.NewRequest(http.MethodGet, "http://"+api+"/v1/status", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusSeeOther || len(resp.Cookies()) != 1 || !resp.Cookies()[0].HttpOnly {
-		t.Fatalf("GET %s: %d cookies %v, want 303 with an HttpOnly token cookie", out, resp.StatusCode, resp.Cookies())
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the printed token: GET /v1/status %d, want 200", resp.StatusCode)
 	}
 }
 
