@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,43 +19,66 @@ const TokenFileName = "api-token"
 // agent has not run yet, or the path is wrong.
 var ErrNoToken = errors.New("localapi: no API token file")
 
+// errForeignOwner: a token file owned by another account is not trusted
+// (it could have been planted, or be re-readable by its owner).
+var errForeignOwner = errors.New("localapi: token file owned by another account")
+
 // EnsureToken returns the token stored at path, creating a new random one
-// first if the file is missing or empty. The file is readable only by the
-// user running the agent (mode 0600; on Windows an ACL for that user,
-// SYSTEM and Administrators) and by readers: on Windows accounts or SIDs,
-// elsewhere at most one group (mode 0640).
+// first if the file is missing, empty or owned by another account. The
+// folder and the file are first restricted to the user running the agent
+// (mode 0700/0600; on Windows a protected ACL for that user, SYSTEM and
+// Administrators, which new files inherit) and to readers: on Windows
+// accounts or SIDs with read access, elsewhere at most one group, which
+// may traverse the folder and read the file (0710/0640).
 func EnsureToken(path string, readers ...string) (string, error) {
-	if tok, err := ReadToken(path); err == nil {
-		return tok, restrictFile(path, readers)
-	} else if !errors.Is(err, ErrNoToken) {
+	if err := secureDir(filepath.Dir(path), readers); err != nil {
 		return "", err
 	}
+	tok, err := ReadToken(path)
+	if err == nil {
+		if err = checkOwner(path); err == nil {
+			return tok, restrictFile(path, readers)
+		}
+	}
+	if !errors.Is(err, errForeignOwner) && !errors.Is(err, ErrNoToken) {
+		return "", err
+	}
+	// A missing file is created (another process may be creating it too:
+	// see createToken); an empty or foreign one is replaced.
+	if !errors.Is(err, fs.ErrNotExist) {
+		if rerr := os.Remove(path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			return "", fmt.Errorf("localapi: token: %w", rerr)
+		}
+	}
+	return createToken(path, readers)
+}
+
+// createToken writes a new token to a temporary file and links it to path;
+// when another process got there first, its token wins.
+func createToken(path string, readers []string) (string, error) {
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
 		return "", fmt.Errorf("localapi: token: %w", err)
 	}
 	tok := hex.EncodeToString(b)
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return "", fmt.Errorf("localapi: token: %w", err)
-	}
-	tmp := path + ".tmp"
-	os.Remove(tmp)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.CreateTemp(filepath.Dir(path), ".api-token-*")
 	if err != nil {
 		return "", fmt.Errorf("localapi: token: %w", err)
 	}
-	if err := restrictFile(tmp, readers); err != nil {
-		f.Close()
-		return "", err
+	defer os.Remove(f.Name())
+	err = restrictFile(f.Name(), readers)
+	if err == nil {
+		_, err = f.WriteString(tok + "\n")
 	}
-	_, err = f.WriteString(tok + "\n")
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
 	if err != nil {
+		return "", fmt.Errorf("localapi: token: %w", err)
+	}
+	if err := os.Link(f.Name(), path); errors.Is(err, fs.ErrExist) {
+		return ReadToken(path)
+	} else if err != nil {
 		return "", fmt.Errorf("localapi: token: %w", err)
 	}
 	return tok, nil
@@ -66,8 +90,8 @@ func TokenPath(dataDir string) string { return filepath.Join(dataDir, TokenFileN
 // ReadToken reads the token file at path.
 func ReadToken(path string) (string, error) {
 	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("%w: %s", ErrNoToken, path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("%w: %s: %w", ErrNoToken, path, fs.ErrNotExist)
 	}
 	if err != nil {
 		return "", fmt.Errorf("localapi: token: %w", err)

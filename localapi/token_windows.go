@@ -4,27 +4,42 @@ package localapi
 
 import (
 	"fmt"
+	"os"
 	"strings"
 
 	"golang.org/x/sys/windows"
 )
 
-// restrictFile replaces path's inherited ACL (ProgramData is readable by
-// all users) with one that grants full access to the user running the
-// agent, SYSTEM and Administrators, and read access to readers (account
-// names or SIDs).
-func restrictFile(path string, readers []string) error {
-	user, err := windows.GetCurrentProcessToken().GetTokenUser()
-	if err != nil {
-		return fmt.Errorf("localapi: token: current user: %w", err)
+// secureDir creates dir if needed, refuses one another account owns
+// (ProgramData lets any user create folders), and replaces its inherited
+// ACL (ProgramData is readable by all users) with a protected one that
+// files created in it inherit: full access for the user running the
+// agent, SYSTEM and Administrators, read access for readers.
+func secureDir(dir string, readers []string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("localapi: token folder: %w", err)
 	}
-	sddl := fmt.Sprintf("D:P(A;;FA;;;SY)(A;;FA;;;BA)(A;;FA;;;%s)", user.User.Sid.String())
+	if err := checkOwner(dir); err != nil {
+		return fmt.Errorf("%w: remove the folder or give it to this account", err)
+	}
+	return setACL(dir, readers, "OICI")
+}
+
+// restrictFile gives path the same protected ACL, for a file.
+func restrictFile(path string, readers []string) error { return setACL(path, readers, "") }
+
+func setACL(path string, readers []string, inherit string) error {
+	me, err := currentUser()
+	if err != nil {
+		return err
+	}
+	sddl := fmt.Sprintf("D:P(A;%[1]s;FA;;;SY)(A;%[1]s;FA;;;BA)(A;%[1]s;FA;;;%[2]s)", inherit, me)
 	for _, r := range readers {
 		sid, err := readerSID(r)
 		if err != nil {
 			return err
 		}
-		sddl += fmt.Sprintf("(A;;FR;;;%s)", sid)
+		sddl += fmt.Sprintf("(A;%s;FR;;;%s)", inherit, sid)
 	}
 	sd, err := windows.SecurityDescriptorFromString(sddl)
 	if err != nil {
@@ -40,6 +55,40 @@ func restrictFile(path string, readers []string) error {
 		return fmt.Errorf("localapi: token: restrict %s: %w", path, err)
 	}
 	return nil
+}
+
+// checkOwner refuses path unless the user running the agent, SYSTEM or
+// Administrators own it.
+func checkOwner(path string) error {
+	sd, err := windows.GetNamedSecurityInfo(path, windows.SE_FILE_OBJECT, windows.OWNER_SECURITY_INFORMATION)
+	if err != nil {
+		return fmt.Errorf("localapi: token: owner of %s: %w", path, err)
+	}
+	owner, _, err := sd.Owner()
+	if err != nil {
+		return fmt.Errorf("localapi: token: owner of %s: %w", path, err)
+	}
+	me, err := currentUser()
+	if err != nil {
+		return err
+	}
+	if owner.String() == me {
+		return nil
+	}
+	for _, t := range []windows.WELL_KNOWN_SID_TYPE{windows.WinLocalSystemSid, windows.WinBuiltinAdministratorsSid} {
+		if sid, err := windows.CreateWellKnownSid(t); err == nil && owner.Equals(sid) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %s belongs to %s", errForeignOwner, path, owner)
+}
+
+func currentUser() (string, error) {
+	user, err := windows.GetCurrentProcessToken().GetTokenUser()
+	if err != nil {
+		return "", fmt.Errorf("localapi: token: current user: %w", err)
+	}
+	return user.User.Sid.String(), nil
 }
 
 // readerSID resolves an account name (DOMAIN\user, user) or SID string.

@@ -33,28 +33,34 @@ type globals struct {
 	tokenFile string
 }
 
-// client returns an API client with the local token: $FIELDSYNC_AGENT_TOKEN,
-// else the --token-file, else the api-token file in the data folder of the
-// --config file (or the default data folder when there is none).
+// client returns an API client for the agent of --config: at --api (or
+// $FIELDSYNC_AGENT_API), else the config's api_addr; with the token of
+// $FIELDSYNC_AGENT_TOKEN, else the --token-file, else the api-token file in
+// the config's data folder. Without a config file the defaults apply.
 func (g *globals) client() (*localapi.Client, error) {
+	cfg, err := agent.LoadConfig(g.config)
+	if errors.Is(err, os.ErrNotExist) {
+		cfg, err = agent.Config{}.WithDefaults(), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	addr := g.api
+	if addr == "" {
+		addr = cfg.APIAddr
+	}
 	if tok := os.Getenv("FIELDSYNC_AGENT_TOKEN"); tok != "" {
-		return localapi.NewClient(g.api, tok), nil
+		return localapi.NewClient(addr, tok), nil
 	}
 	path := g.tokenFile
 	if path == "" {
-		dir := agent.DefaultDataDir()
-		if cfg, err := agent.LoadConfig(g.config); err == nil {
-			dir = cfg.DataDir
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return nil, err
-		}
-		path = localapi.TokenPath(dir)
+		path = localapi.TokenPath(cfg.DataDir)
 	}
 	tok, err := localapi.ReadToken(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w (is the agent running as this user? pass --config or --token-file)", err)
 	}
-	return localapi.NewClient(g.api, tok), nil
+	return localapi.NewClient(addr, tok), nil
 }
 
 func newRoot() *cobra.Command {
@@ -65,7 +71,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&g.api, "api", envOr("FIELDSYNC_AGENT_API", "127.0.0.1:7480"), "local API address of the running agent")
+	root.PersistentFlags().StringVar(&g.api, "api", os.Getenv("FIELDSYNC_AGENT_API"), "local API address of the running agent (default: api_addr of --config, 127.0.0.1:7480)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON for scripts")
 	root.PersistentFlags().StringVar(&g.config, "config", envOr("FIELDSYNC_AGENT_CONFIG", defaultConfigPath()), "agent YAML configuration file")
 	root.PersistentFlags().StringVar(&g.tokenFile, "token-file", "", "local API token file (default: api-token in the agent's data folder)")

@@ -251,7 +251,7 @@ func blockingMode() *bool {
 func useConfig(t *testing.T, cfg agent.Config) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "device-agent.yaml")
-	yaml := fmt.Sprintf("device_id: %s\norg_units: [%s]\ndata_dir: %q\n", cfg.DeviceID, strings.Join(cfg.OrgUnits, ", "), cfg.DataDir)
+	yaml := fmt.Sprintf("device_id: %s\norg_units: [%s]\ndata_dir: %q\napi_addr: %s\n", cfg.DeviceID, strings.Join(cfg.OrgUnits, ", "), cfg.DataDir, cfg.APIAddr)
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -288,6 +288,7 @@ func serveAgent(t *testing.T, cfg agent.Config, log *slog.Logger) string {
 	select {
 	case addr := <-addrc:
 		api = addr.String()
+		cfg.APIAddr = api
 		useConfig(t, cfg)
 	case err := <-errc:
 		t.Fatalf("RunAgent: %v", err)

@@ -40,3 +40,17 @@ func TestGlobals_Client_Token(t *testing.T) {
 		t.Fatalf("status with a wrong token: %v, want unauthorized", err)
 	}
 }
+
+// TestGlobals_Client_ConfigAddr: without --api the CLI talks to the
+// api_addr of its config, with the token from the config's data folder.
+func TestGlobals_Client_ConfigAddr(t *testing.T) {
+	api, _ := startAgent(t)
+	t.Setenv("FIELDSYNC_AGENT_API", "")
+	out := mustRun(t, "open")
+	if !strings.HasPrefix(out, "http://"+api+"/#token=") {
+		t.Fatalf("open without --api printed %q, want the config's api_addr %s", out, api)
+	}
+	if out := mustRun(t, "status"); !strings.Contains(out, "tab-cli") {
+		t.Fatalf("status without --api: %q", out)
+	}
+}
