@@ -248,7 +248,8 @@ func TestHandler_NotFound(t *testing.T) {
 	e := startEnv(t)
 	e.wantError(t, http.MethodGet, "/v2/nothing", "", http.StatusNotFound, "not_found")
 	e.wantError(t, http.MethodGet, "/v1/status/extra", "", http.StatusNotFound, "not_found")
-	e.wantError(t, http.MethodGet, "/v1/sync", "", http.StatusNotFound, "not_found")
+	e.wantError(t, http.MethodGet, "/v1/sync", "", http.StatusMethodNotAllowed, "method_not_allowed")
+	e.wantError(t, http.MethodDelete, "/v1/conflicts/x/undo", "", http.StatusMethodNotAllowed, "method_not_allowed")
 }
 
 func TestHandler_Page(t *testing.T) {
