@@ -38,7 +38,25 @@ func (b *Broker) newMetrics() *metrics.Broker {
 		return float64(n)
 	}
 	return metrics.NewBroker(perStream(func(s natsjs.StreamState) uint64 { return s.Msgs }),
-		perStream(func(s natsjs.StreamState) uint64 { return uint64(s.Consumer) }), pending)
+		perStream(func(s natsjs.StreamState) uint64 { return uint64(s.Consumer) }), b.consumerLag, pending)
+}
+
+// consumerLag reads, per org unit stream (and the tenant stream), how far
+// its furthest-behind consumer lags.
+func (b *Broker) consumerLag(ctx context.Context) map[string]float64 {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	out := map[string]float64{}
+	for _, unit := range append([]string{""}, b.cfg.OrgUnits...) {
+		name, err := events.OrgStream(unit)
+		if err != nil {
+			continue
+		}
+		if n, err := b.client.ConsumerLag(ctx, name); err == nil {
+			out[name] = float64(n)
+		}
+	}
+	return out
 }
 
 func publishOutcome(r publish.Response) string {

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/internal/fstest"
 	"github.com/fieldsync/fieldsync/natsjs"
@@ -44,7 +46,15 @@ func TestBroker_Metrics(t *testing.T) {
 	if _, err := dev.PublishUpload(ctxT(t), e); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{`fieldsync_published_total{outcome="ok"} 1`, `fieldsync_published_total{outcome="conflict"} 1`,
+	// A reader of north that has received nothing lags by the 2 messages.
+	js, err := jetstream.New(dev.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateConsumer(ctxT(t), "FS_ORG_north", jetstream.ConsumerConfig{Durable: "lag-probe", AckPolicy: jetstream.AckNonePolicy}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{`fieldsync_stream_consumer_lag{stream="FS_ORG_north"} 2`, `fieldsync_published_total{outcome="ok"} 1`, `fieldsync_published_total{outcome="conflict"} 1`,
 		`fieldsync_ingested_total{status="accepted"} 1`, `fieldsync_stream_messages{stream="FS_ORG_north"} 2`,
 		`fieldsync_stream_consumers{stream="FS_UPLOADS"} 1`, `fieldsync_ingest_pending 0`}
 	deadline := time.Now().Add(10 * time.Second)

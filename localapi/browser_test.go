@@ -286,6 +286,7 @@ func checkAccessible(t *testing.T, br *browser) {
 			if(!name)out.push(el.outerHTML.slice(0,80)+" has no accessible name");
 			const r=el.getBoundingClientRect();
 			if(el.tagName==="BUTTON"&&(r.height<44||r.width<44))out.push(el.outerHTML.slice(0,80)+" smaller than 44px");
+			if(el.tagName==="INPUT"&&el.labels[0].getBoundingClientRect().height<44)out.push(el.id+": its label is a touch target under 44px");
 		}
 		return out})()`))
 	if err != nil || len(problems) > 0 {

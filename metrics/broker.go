@@ -18,9 +18,10 @@ type Broker struct {
 type StreamStats func(ctx context.Context) map[string]float64
 
 // NewBroker registers the broker's metrics; the functions are read at
-// every scrape: messages, consumers per stream, and uploads waiting for
+// every scrape: messages and consumers per stream, the lag of the
+// furthest-behind consumer per org unit stream, and uploads waiting for
 // ingest.
-func NewBroker(messages, consumers StreamStats, ingestPending func(ctx context.Context) float64) *Broker {
+func NewBroker(messages, consumers, lag StreamStats, ingestPending func(ctx context.Context) float64) *Broker {
 	b := &Broker{reg: prometheus.NewRegistry(),
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fieldsync_published_total",
 			Help: "Server-side changes through the publish API, by outcome."}, []string{"outcome"}),
@@ -30,6 +31,7 @@ func NewBroker(messages, consumers StreamStats, ingestPending func(ctx context.C
 	b.reg.MustRegister(b.published, b.ingested,
 		&gaugeFunc{desc: prometheus.NewDesc("fieldsync_stream_messages", "Messages held per stream.", []string{"stream"}, nil), read: messages},
 		&gaugeFunc{desc: prometheus.NewDesc("fieldsync_stream_consumers", "Consumers (device durables and others) per stream.", []string{"stream"}, nil), read: consumers},
+		&gaugeFunc{desc: prometheus.NewDesc("fieldsync_stream_consumer_lag", "Messages the furthest-behind consumer of an org unit stream has still to receive.", []string{"stream"}, nil), read: lag},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "fieldsync_ingest_pending", Help: "Uploads not yet handled by ingest (ingest lag)."},
 			func() float64 { return ingestPending(context.Background()) }))
 	return b

@@ -104,6 +104,25 @@ func (c *Client) DeleteDurable(ctx context.Context, unit, durable string) error 
 	return deleteDurable(ctx, c.js, unit, durable)
 }
 
+// ConsumerLag returns, over the consumers of the named stream (device
+// durables, feed consumers), the most messages any one has still to
+// receive: how far the furthest-behind reader lags.
+func (c *Client) ConsumerLag(ctx context.Context, name string) (uint64, error) {
+	s, err := c.js.Stream(ctx, name)
+	if err != nil {
+		return 0, fmt.Errorf("natsjs: stream %s: %w", name, err)
+	}
+	var most uint64
+	list := s.ListConsumers(ctx)
+	for info := range list.Info() {
+		most = max(most, info.NumPending)
+	}
+	if err := list.Err(); err != nil {
+		return 0, fmt.Errorf("natsjs: consumers of %s: %w", name, err)
+	}
+	return most, nil
+}
+
 // StreamState returns the state of the named stream.
 func (c *Client) StreamState(ctx context.Context, name string) (StreamState, error) {
 	s, err := c.js.Stream(ctx, name)
