@@ -221,7 +221,7 @@ func TestPage_Browser(t *testing.T) {
 		t.Fatal(err)
 	}
 	br.run(t, "live updates", chromedp.Sleep(1500*time.Millisecond))
-	if got := br.text(t, "#notice"); !strings.Contains(got, "no updates to apply") {
+	if got := br.text(t, "#notice"); !strings.Contains(got, "No downloaded updates are waiting") {
 		t.Fatalf("notice after a refused Apply: %q, want the error kept", got)
 	}
 	br.run(t, "portrait tablet", chromedp.EmulateViewport(800, 1280))
