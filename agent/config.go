@@ -72,13 +72,22 @@ type Config struct {
 	Clock func() time.Time `yaml:"-"`
 }
 
-// LoadConfig reads a YAML config file and applies defaults.
+// LoadConfig reads a YAML config file and applies defaults. A relative
+// data_dir is taken relative to the config file's folder, so that a
+// service (started in System32 or /) and the CLI find the same data.
 func LoadConfig(path string) (Config, error) {
 	var c Config
 	if err := yamlconf.Load(path, &c); err != nil {
 		return c, fmt.Errorf("agent: %w", err)
 	}
 	c = c.WithDefaults()
+	if !filepath.IsAbs(c.DataDir) {
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return c, fmt.Errorf("agent: config %s: %w", path, err)
+		}
+		c.DataDir = filepath.Join(filepath.Dir(abs), c.DataDir)
+	}
 	return c, c.Validate()
 }
 

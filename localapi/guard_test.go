@@ -120,3 +120,33 @@ func TestServe_EndsStreams(t *testing.T) {
 		t.Fatal("Serve did not return with a stream open")
 	}
 }
+
+// TestServe_FinishesRequests: a request in flight when the API stops is
+// answered, not cut off.
+func TestServe_FinishesRequests(t *testing.T) {
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(300 * time.Millisecond)
+		if r.Context().Err() != nil {
+			http.Error(w, "cancelled", http.StatusInternalServerError)
+			return
+		}
+		io.WriteString(w, "done")
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc, errc := make(chan net.Addr, 1), make(chan error, 1)
+	go func() { errc <- localapi.Serve(ctx, "127.0.0.1:0", slow, func(a net.Addr) { addrc <- a }) }()
+	addr := <-addrc
+	go func() { time.Sleep(50 * time.Millisecond); cancel() }()
+	resp, err := http.Get("http://" + addr.String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(b) != "done" {
+		t.Fatalf("request in flight at shutdown: %d %q, want 200 done", resp.StatusCode, b)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}

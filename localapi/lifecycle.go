@@ -2,6 +2,7 @@ package localapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -85,12 +86,25 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 			return
+		case <-stoppingOf(r.Context()):
+			return
 		case <-keep.C:
 			fmt.Fprint(w, ": keep-alive\n\n")
 			fl.Flush()
 		case <-tick.C:
 		}
 	}
+}
+
+// stoppingKey holds, in a request's context, a channel [Serve] closes when
+// the API stops.
+type stoppingKey struct{}
+
+// stoppingOf returns the channel closed when the API stops, or nil (never
+// ready) for a handler served some other way.
+func stoppingOf(ctx context.Context) <-chan struct{} {
+	ch, _ := ctx.Value(stoppingKey{}).(<-chan struct{})
+	return ch
 }
 
 func mustJSON(v any) []byte {

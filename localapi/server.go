@@ -86,7 +86,9 @@ func scriptHash(html []byte) string {
 	if !ok {
 		panic("localapi: page.html has no <script>")
 	}
-	sum := sha256.Sum256(body)
+	// Browsers hash the script with CRLF turned into LF: so must we, in case
+	// page.html was checked out with Windows line ends.
+	sum := sha256.Sum256(bytes.ReplaceAll(body, []byte("\r\n"), []byte("\n")))
 	return "sha256-" + base64.StdEncoding.EncodeToString(sum[:])
 }
 
@@ -403,8 +405,12 @@ func Serve(ctx context.Context, addr string, h http.Handler, ready func(net.Addr
 	if ready != nil {
 		ready(ln.Addr())
 	}
-	// Handlers get ctx, so that open streams end when the API stops.
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	// Requests in flight finish when the API stops; open status streams end
+	// at once (they watch stopping).
+	stopping := make(chan struct{})
+	base := context.WithValue(context.Background(), stoppingKey{}, (<-chan struct{})(stopping))
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return base }}
+	srv.RegisterOnShutdown(func() { close(stopping) })
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -44,18 +44,14 @@ func EnsureToken(path string, readers ...string) (string, error) {
 		return "", err
 	}
 	// A missing file is created (another process may be creating it too:
-	// see createToken); an empty or foreign one is replaced.
-	if !errors.Is(err, fs.ErrNotExist) {
-		if rerr := os.Remove(path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-			return "", fmt.Errorf("localapi: token: %w", rerr)
-		}
-	}
-	return createToken(path, readers)
+	// the first wins); an empty or foreign one is replaced atomically.
+	return createToken(path, readers, !errors.Is(err, fs.ErrNotExist))
 }
 
-// createToken writes a new token to a temporary file and links it to path;
-// when another process got there first, its token wins.
-func createToken(path string, readers []string) (string, error) {
+// createToken writes a new token to a temporary file, then renames it over
+// path (replace) or links it to path, where another process's token, if it
+// got there first, wins.
+func createToken(path string, readers []string, replace bool) (string, error) {
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
 		return "", fmt.Errorf("localapi: token: %w", err)
@@ -75,6 +71,12 @@ func createToken(path string, readers []string) (string, error) {
 	}
 	if err != nil {
 		return "", fmt.Errorf("localapi: token: %w", err)
+	}
+	if replace {
+		if err := os.Rename(f.Name(), path); err != nil {
+			return "", fmt.Errorf("localapi: token: %w", err)
+		}
+		return tok, nil
 	}
 	if err := os.Link(f.Name(), path); errors.Is(err, fs.ErrExist) {
 		return ReadToken(path)

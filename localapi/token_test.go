@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -150,10 +149,10 @@ func TestServe_NotOnOtherAddresses(t *testing.T) {
 			t.Errorf("the local API answered on %s:%s", ipn.IP, port)
 		}
 	}
-	t.Logf("dialled %d non-loopback addresses on port %s: all refused", tried, port)
-	if n, _ := strconv.Atoi(port); n == 0 {
-		t.Fatalf("bad port %q", port)
+	if tried == 0 {
+		t.Skip("this machine has no non-loopback address to dial")
 	}
+	t.Logf("dialled %d non-loopback addresses on port %s: all refused", tried, port)
 }
 
 func TestHandler_Metrics(t *testing.T) {

@@ -19,6 +19,11 @@ func secureDir(dir string, readers []string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("localapi: token folder: %w", err)
 	}
+	// A junction or link planted in its place would make us secure (and
+	// write into) whatever it points at.
+	if fi, err := os.Lstat(dir); err != nil || fi.Mode()&(os.ModeSymlink|os.ModeIrregular) != 0 {
+		return fmt.Errorf("localapi: token folder %s is a link or junction (or unreadable: %v): refusing it", dir, err)
+	}
 	if err := checkOwner(dir); err != nil {
 		return fmt.Errorf("%w: remove the folder or give it to this account", err)
 	}
@@ -39,7 +44,9 @@ func setACL(path string, readers []string, inherit string) error {
 		if err != nil {
 			return err
 		}
-		sddl += fmt.Sprintf("(A;%s;FR;;;%s)", inherit, sid)
+		// Readers may read the folder's list and the token file (which gets
+		// its own ACL), not inherit access to the database or the log.
+		sddl += fmt.Sprintf("(A;;FR;;;%s)", sid)
 	}
 	sd, err := windows.SecurityDescriptorFromString(sddl)
 	if err != nil {
