@@ -158,6 +158,16 @@ func TestPage_Browser(t *testing.T) {
 		APIAddr: "127.0.0.1:0", StallTimeout: 10 * time.Second, AutosyncInterval: 50 * time.Millisecond})
 	runIngest(t, e.broker)
 
+	browserOpen(t, br, e)
+	browserSync(t, br, e)
+	browserApply(t, br, e)
+	browserUndo(t, br, e)
+}
+
+// browserOpen: without the token the page says how to get in; with it the
+// page shows the state, and the token leaves the address bar.
+func browserOpen(t *testing.T, br *browser, e *env) {
+	t.Helper()
 	br.run(t, "open the page without the token", chromedp.Navigate(e.base+"/"), chromedp.WaitVisible(chromedp.CSS("#notice")))
 	if got := br.text(t, "#notice"); !strings.Contains(got, "device-agent open") {
 		t.Fatalf("page without the token says %q, want how to open it", got)
@@ -174,7 +184,12 @@ func TestPage_Browser(t *testing.T) {
 	checkAccessible(t, br)
 	br.shot(t, "up-to-date")
 	checkWidgetStates(t, br)
+}
 
+// browserSync starts a sync from the page and watches it: progress per
+// category, focus kept, then updates available after exactly in_progress.
+func browserSync(t *testing.T, br *browser, e *env) {
+	t.Helper()
 	// Record every state the widget shows, to check the order afterwards.
 	br.run(t, "watch the widget", chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
 		_, err := chromedp.Evaluate[bool](`window.states=[];new MutationObserver(()=>{const s=document.getElementById("widget").dataset.state;
@@ -210,6 +225,12 @@ func TestPage_Browser(t *testing.T) {
 		t.Fatalf("widget states %v, want in_progress then updates_available", states)
 	}
 
+}
+
+// browserApply clicks Apply Update, then checks a refused action's error
+// stays on screen, and the portrait layout.
+func browserApply(t *testing.T, br *browser, e *env) {
+	t.Helper()
 	br.run(t, "apply", chromedp.Click(chromedp.CSS("#apply")),
 		chromedp.WaitVisible(chromedp.CSS(`#widget[data-state="up_to_date"]`)), chromedp.WaitNotVisible(chromedp.CSS("#apply")))
 	if n := e.status(t).Channels[0].Records; n < browserChanges {
@@ -228,7 +249,11 @@ func TestPage_Browser(t *testing.T) {
 	checkAccessible(t, br)
 	br.shot(t, "portrait")
 	br.run(t, "landscape tablet", chromedp.EmulateViewport(1280, 800))
+}
 
+// browserUndo: a conflict shows as a sync error; the list's Undo clears it.
+func browserUndo(t *testing.T, br *browser, e *env) {
+	t.Helper()
 	makeConflict(t, e)
 	br.run(t, "wait for the sync error", chromedp.WaitVisible(chromedp.CSS(`#widget.tone-bad #show-errors`)))
 	if got := br.text(t, "#state-label"); got != "1 sync error" {
