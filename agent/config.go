@@ -24,7 +24,8 @@ type Config struct {
 	BrokerURL string `yaml:"broker_url"`
 	// DataDir holds the SQLite database and the local API token (default
 	// [DefaultDataDir]: %ProgramData%\fieldsync\agent on Windows,
-	// ./fieldsync-agent elsewhere).
+	// fieldsync-agent elsewhere). [LoadConfig] takes a relative one as
+	// relative to the config file.
 	DataDir string `yaml:"data_dir"`
 	// APITokenReaders may read the local API token file besides the user
 	// running the agent: on Windows account names or SIDs (the tablet

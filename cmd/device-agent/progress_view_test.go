@@ -6,12 +6,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/fieldsync/fieldsync/agent"
 	"github.com/fieldsync/fieldsync/events"
+
+	"github.com/fieldsync/fieldsync/internal/fstest"
 )
 
 // progressSteps is what a sync of two units reports, poll after poll.
@@ -52,10 +53,10 @@ func TestNewProgressView_NotTTY(t *testing.T) {
 }
 
 func TestBarView_Renders(t *testing.T) {
-	out := &syncBuffer{}
+	out := &fstest.Output{}
 	v := newBarView(out, 60)
 	v.update(progressSteps[1])
-	waitOutput(t, out, regexp.MustCompile(`(?m)^north events +\[=+>?-+\] 2/4\n`))
+	out.Wait(t, regexp.MustCompile(`(?m)^north events +\[=+>?-+\] 2/4\n`), 10*time.Second)
 	for _, p := range progressSteps[2:] {
 		v.update(p)
 	}
@@ -72,39 +73,6 @@ func TestBarView_Renders(t *testing.T) {
 	re := regexp.MustCompile(`^north events +\[=+\] 4/4 done\ntenant admin +\[=+\] 1/1 done\n$`)
 	if !re.MatchString(last) {
 		t.Errorf("last frame %q does not match %s", last, re)
-	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// waitOutput waits until re matches what was written to out and returns the match.
-func waitOutput(t *testing.T, out *syncBuffer, re *regexp.Regexp) []string {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if m := re.FindStringSubmatch(out.String()); m != nil {
-			return m
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no output matching %s; got %q", re, out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

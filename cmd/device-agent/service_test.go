@@ -97,7 +97,7 @@ func TestServiceProgram_StartStop(t *testing.T) {
 	logToFile = func() bool { return true } // as a Windows service
 	t.Cleanup(func() { logToFile = prev })
 
-	out := &syncBuffer{}
+	out := &fstest.Output{}
 	prg := newProgram(writeAgentConfig(t, b.URL(), dataDir), false)
 	prg.out, prg.stopTimeout = out, 10*time.Second
 	prg.exited = func(err error) { t.Errorf("the agent stopped on its own: %v", err) }
@@ -110,7 +110,7 @@ func TestServiceProgram_StartStop(t *testing.T) {
 			prg.Stop(nil)
 		}
 	})
-	api := waitOutput(t, out, regexp.MustCompile(`device-agent tab-svc: local API http://(127\.0\.0\.1:\d+)/`))[1]
+	api := out.Wait(t, regexp.MustCompile(`device-agent tab-svc: local API http://(127\.0\.0\.1:\d+)/`), 10*time.Second)[1]
 
 	tok, err := localapi.ReadToken(localapi.TokenPath(dataDir))
 	if err != nil {

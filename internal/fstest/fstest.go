@@ -1,6 +1,6 @@
 // Package fstest holds test helpers shared by fieldsync's packages: a real
 // embedded broker in a temporary directory and envelope builders. Nothing
-// here is mocked.
+// here is mocked. Output collects and waits on what a component prints.
 package fstest
 
 import (
