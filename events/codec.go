@@ -55,50 +55,51 @@ func Encode(e *Envelope) ([]byte, error) {
 	return bytes.Clone(x.buf.Bytes()), nil
 }
 
-func writeEnvelope(w *msgpack.Encoder, e *Envelope) error {
-	n := 7 // id, ch, kind, rid, op, v, ts
-	if len(e.Body) > 0 {
-		n++
+// field is one key of the envelope map and how its value is written.
+type field struct {
+	key   string
+	value func(*msgpack.Encoder) error
+}
+
+func str(v string) func(*msgpack.Encoder) error {
+	return func(w *msgpack.Encoder) error { return w.EncodeString(v) }
+}
+
+// envelopeFields lists the keys e carries, in wire order: optional keys
+// only when set, so the map length is the list's length.
+func envelopeFields(e *Envelope) []field {
+	fs := []field{
+		{keyID, str(e.EventID)}, {keyChannel, str(string(e.Channel))}, {keyKind, str(e.Kind)},
+		{keyRecord, str(e.RecordID)}, {keyOp, str(string(e.Op))},
+		{keyVersion, func(w *msgpack.Encoder) error { return w.EncodeInt(int64(e.SchemaVersion)) }},
+		{keyTime, func(w *msgpack.Encoder) error { return w.EncodeInt(e.Timestamp.UnixNano()) }},
 	}
 	if e.OrgUnit != "" {
-		n++
+		fs = append(fs, field{keyOrg, str(e.OrgUnit)})
 	}
 	if e.Origin.DeviceID != "" {
-		n += 3
+		fs = append(fs, field{keyDevice, str(e.Origin.DeviceID)}, field{keyMutation, str(e.Origin.MutationID)},
+			field{keyBase, func(w *msgpack.Encoder) error { return w.EncodeUint(e.Origin.BaseVersion) }})
 		if e.Origin.After != "" {
-			n++
+			fs = append(fs, field{keyAfter, str(e.Origin.After)})
 		}
 	}
-	if err := w.EncodeMapLen(n); err != nil {
+	if len(e.Body) > 0 {
+		fs = append(fs, field{keyBody, func(w *msgpack.Encoder) error { return w.Encode(msgpack.RawMessage(e.Body)) }})
+	}
+	return fs
+}
+
+func writeEnvelope(w *msgpack.Encoder, e *Envelope) error {
+	fs := envelopeFields(e)
+	if err := w.EncodeMapLen(len(fs)); err != nil {
 		return err
 	}
-	kv := func(k, v string) error {
-		if err := w.EncodeString(k); err != nil {
+	for _, f := range fs {
+		if err := w.EncodeString(f.key); err != nil {
 			return err
 		}
-		return w.EncodeString(v)
-	}
-	errs := []error{
-		kv(keyID, e.EventID), kv(keyChannel, string(e.Channel)), kv(keyKind, e.Kind),
-		kv(keyRecord, e.RecordID), kv(keyOp, string(e.Op)),
-		w.EncodeString(keyVersion), w.EncodeInt(int64(e.SchemaVersion)),
-		w.EncodeString(keyTime), w.EncodeInt(e.Timestamp.UnixNano()),
-	}
-	if e.OrgUnit != "" {
-		errs = append(errs, kv(keyOrg, e.OrgUnit))
-	}
-	if e.Origin.DeviceID != "" {
-		errs = append(errs, kv(keyDevice, e.Origin.DeviceID), kv(keyMutation, e.Origin.MutationID),
-			w.EncodeString(keyBase), w.EncodeUint(e.Origin.BaseVersion))
-		if e.Origin.After != "" {
-			errs = append(errs, kv(keyAfter, e.Origin.After))
-		}
-	}
-	if len(e.Body) > 0 {
-		errs = append(errs, w.EncodeString(keyBody), w.Encode(msgpack.RawMessage(e.Body)))
-	}
-	for _, err := range errs {
-		if err != nil {
+		if err := f.value(w); err != nil {
 			return err
 		}
 	}
