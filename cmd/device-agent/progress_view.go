@@ -6,9 +6,9 @@ import (
 	"os"
 
 	"github.com/mattn/go-isatty"
-	"github.com/vbauerster/cupwriter"
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
+	"golang.org/x/term"
 
 	"github.com/fieldsync/fieldsync/agent"
 )
@@ -44,7 +44,7 @@ func showsBars(f *os.File) bool {
 	case !isatty.IsTerminal(f.Fd()):
 		return false
 	}
-	cols, rows, err := cupwriter.New(f, false).GetTermSize()
+	cols, rows, err := term.GetSize(int(f.Fd()))
 	return err == nil && cols > 0 && rows > 0
 }
 
