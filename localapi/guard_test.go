@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fieldsync/fieldsync/agent"
+	"github.com/fieldsync/fieldsync/internal/fstest"
 	"github.com/fieldsync/fieldsync/localapi"
 )
 
@@ -124,8 +125,10 @@ func TestServe_EndsStreams(t *testing.T) {
 // TestServe_FinishesRequests: a request in flight when the API stops is
 // answered, not cut off.
 func TestServe_FinishesRequests(t *testing.T) {
+	inFlight, release := make(chan struct{}), make(chan struct{})
 	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(300 * time.Millisecond)
+		close(inFlight)
+		<-release
 		if r.Context().Err() != nil {
 			http.Error(w, "cancelled", http.StatusInternalServerError)
 			return
@@ -136,15 +139,37 @@ func TestServe_FinishesRequests(t *testing.T) {
 	addrc, errc := make(chan net.Addr, 1), make(chan error, 1)
 	go func() { errc <- localapi.Serve(ctx, "127.0.0.1:0", slow, func(a net.Addr) { addrc <- a }) }()
 	addr := <-addrc
-	go func() { time.Sleep(50 * time.Millisecond); cancel() }()
-	resp, err := http.Get("http://" + addr.String() + "/")
-	if err != nil {
-		t.Fatal(err)
+	type answer struct {
+		status int
+		body   string
+		err    error
 	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || string(b) != "done" {
-		t.Fatalf("request in flight at shutdown: %d %q, want 200 done", resp.StatusCode, b)
+	answers := make(chan answer, 1)
+	go func() {
+		resp, err := http.Get("http://" + addr.String() + "/")
+		if err != nil {
+			answers <- answer{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		answers <- answer{resp.StatusCode, string(b), err}
+	}()
+	<-inFlight
+	cancel()
+	// The API is shutting down once it refuses new connections; only then
+	// may the request in flight finish.
+	fstest.Eventually(t, 10*time.Second, func() bool {
+		c, err := net.DialTimeout("tcp", addr.String(), 100*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	}, "the API still accepts connections after it was stopped")
+	close(release)
+	a := <-answers
+	if a.err != nil || a.status != http.StatusOK || a.body != "done" {
+		t.Fatalf("request in flight at shutdown: %d %q %v, want 200 done", a.status, a.body, a.err)
 	}
 	if err := <-errc; err != nil {
 		t.Fatal(err)
