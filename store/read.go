@@ -63,6 +63,9 @@ var ErrBadQuery = errors.New("store: bad query")
 // Records returns the live view of the records matching q, ordered by
 // unit, kind and id: the server state with the device's own unconfirmed
 // changes on top (Pending set on those; a pending delete hides the record).
+// A record whose stored body is not a valid record body (stored by an
+// older build, see [events.ValidateBody]) is logged, counted in
+// [DB.UnreadableRecords] and left out; the page is then shorter than Limit.
 func (db *DB) Records(ctx context.Context, q Query) ([]Record, error) {
 	conds, args, err := q.conds()
 	if err != nil {
@@ -96,6 +99,12 @@ func (db *DB) Records(ctx context.Context, q Query) ([]Record, error) {
 		r, err := scanRecord(rows, q.Channel)
 		if err != nil {
 			return nil, err
+		}
+		// One record an older build stored with a body that cannot be
+		// served must not fail the listing: it is reported and skipped.
+		if err := r.decodeBody(); err != nil {
+			db.unreadable.skip(r, err)
+			continue
 		}
 		out = append(out, r)
 	}
@@ -172,10 +181,19 @@ func scanRecord(rows *sql.Rows, ch events.Channel) (Record, error) {
 		return r, fmt.Errorf("store: scan record: %w", err)
 	}
 	r.Version, r.UpdatedAt = uint64(version), time.UnixMilli(at).UTC()
-	if err := msgpack.Unmarshal(r.RawBody, &r.Body); err != nil {
-		return r, fmt.Errorf("store: record %s/%s body: %w", r.Kind, r.RecordID, err)
-	}
 	return r, nil
+}
+
+// decodeBody fills Body from RawBody if RawBody is a valid record body:
+// one that decodes and can be served as JSON.
+func (r *Record) decodeBody() error {
+	if err := events.ValidateBody(r.RawBody); err != nil {
+		return fmt.Errorf("store: record %s/%s body: %w", r.Kind, r.RecordID, err)
+	}
+	if err := msgpack.Unmarshal(r.RawBody, &r.Body); err != nil {
+		return fmt.Errorf("store: record %s/%s body: %w", r.Kind, r.RecordID, err)
+	}
+	return nil
 }
 
 // SyncError is a message the device could not apply.
