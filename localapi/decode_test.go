@@ -41,7 +41,10 @@ func (b *callsBackend) Write(_ context.Context, r agent.WriteRequest) (store.Mut
 	return store.Mutation{MutationID: "m1", State: store.StateQueued}, nil
 }
 
-func (b *callsBackend) SignIn(_ context.Context, user string) error { b.record("signin " + user); return nil }
+func (b *callsBackend) SignIn(_ context.Context, user string) error {
+	b.record("signin " + user)
+	return nil
+}
 
 func (b *callsBackend) RequestSync(s agent.Scope) error { b.record("sync " + string(s)); return nil }
 
