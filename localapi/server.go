@@ -262,6 +262,10 @@ func (h *handler) write(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	m, err := h.b.Write(r.Context(), req)
+	if errors.Is(err, agent.ErrBadWrite) && errors.Is(err, events.ErrTooLarge) {
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", err.Error())
+		return
+	}
 	if errors.Is(err, agent.ErrBadWrite) {
 		writeError(w, http.StatusBadRequest, "bad_write", err.Error())
 		return
