@@ -374,6 +374,7 @@ func TestDB_Records_SkipsUnreadableBodies(t *testing.T) {
 		"p-nan":    {0x81, 0xa1, 'f', 0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 1}, // {"f": NaN}
 		"p-trunc":  {0x82, 0xa1, 'a', 0x01},                               // a map of 2 with one entry
 	}
+	poison["a-first"] = poison["p-ext"] // sorts before every readable record
 	var changes []projections.Change
 	seq := uint64(100)
 	for id, body := range poison {
@@ -408,6 +409,26 @@ func TestDB_Records_SkipsUnreadableBodies(t *testing.T) {
 	}
 	if !strings.Contains(logged.String(), "id=p-local") || !strings.Contains(logged.String(), "pending=true") {
 		t.Errorf("pending unreadable write not logged:\n%s", logged.String())
+	}
+	// Pages are filled past skipped records: a short page is the last one,
+	// and paging by key lists every readable record exactly once.
+	if got := keys(mustRecords(t, db, store.Query{Channel: ev, Unit: store.AnyUnit, Limit: 2})); got != "north/event/e0 north/event/e1" {
+		t.Fatalf("first page of 2 = %q, want e0 e1", got)
+	}
+	var paged []string
+	for after := (*store.Key)(nil); ; {
+		page := mustRecords(t, db, store.Query{Channel: ev, Unit: store.AnyUnit, Limit: 2, After: after})
+		for _, r := range page {
+			paged = append(paged, r.RecordID)
+		}
+		if len(page) < 2 {
+			break
+		}
+		last := page[len(page)-1]
+		after = &store.Key{OrgUnit: last.OrgUnit, Kind: last.Kind, RecordID: last.RecordID}
+	}
+	if got := strings.Join(paged, " "); got != "e0 e1 e2 e3 e4" {
+		t.Fatalf("paging by key listed %q, want e0 e1 e2 e3 e4", got)
 	}
 	// A point lookup of a poisoned record finds nothing instead of failing.
 	if recs := mustRecords(t, db, store.Query{Channel: ev, Unit: "north", Kind: "event", RecordID: "p-ext"}); len(recs) != 0 {
