@@ -17,6 +17,7 @@ cross:
 fuzz:
 	go test ./events -run '^$$' -fuzz FuzzDecode -fuzztime 60s
 	go test ./events -run '^$$' -fuzz FuzzParseSubject -fuzztime 30s
+	go test ./events -run '^$$' -fuzz FuzzValidateBody -fuzztime 60s
 
 bench: bench-initial-sync bench-writes bench-apply
 

@@ -64,7 +64,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	db, err := store.Open(ctx, cfg.DBPath(), store.Options{})
+	db, err := store.Open(ctx, cfg.DBPath(), store.Options{Log: log.With("device", cfg.DeviceID)})
 	if err != nil {
 		return nil, err
 	}

@@ -67,7 +67,8 @@ type Status struct {
 	SyncErrors int `json:"sync_errors"`
 	// PendingWrites counts local writes not yet confirmed (queued + sent).
 	PendingWrites int `json:"pending_writes"`
-	// BadMessages counts incoming changes the device could not apply.
+	// BadMessages counts incoming changes the device could not apply, and
+	// stored records left out of listings as unreadable.
 	BadMessages     int `json:"bad_messages"`
 	ProtocolVersion int `json:"protocol_version"`
 }
@@ -101,6 +102,7 @@ func (a *Agent) Status(ctx context.Context) (Status, error) {
 	if st.BadMessages, err = a.db.CountSyncErrors(ctx); err != nil {
 		return st, err
 	}
+	st.BadMessages += a.db.UnreadableRecords()
 	counts, err := a.db.OutboxCounts(ctx)
 	if err != nil {
 		return st, err

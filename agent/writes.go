@@ -15,7 +15,9 @@ import (
 	"github.com/fieldsync/fieldsync/store"
 )
 
-// ErrBadWrite wraps every refused local write.
+// ErrBadWrite wraps every refused local write, together with its cause
+// (errors.Is matches both: an [events.ErrInvalidField], an
+// [events.ErrTooLarge] body...).
 var ErrBadWrite = errors.New("agent: bad write")
 
 // WriteRequest is a local change the tablet app makes (POST /v1/records).
@@ -39,7 +41,7 @@ func (s *Syncer) validWrite(r WriteRequest) (store.Write, error) {
 	}
 	w := store.Write{Addr: events.Address{OrgUnit: r.OrgUnit, Channel: events.Channel(r.Channel), Kind: r.Kind, RecordID: r.RecordID}, Op: events.Op(r.Op)}
 	if err := w.Addr.Validate(); err != nil {
-		return w, fmt.Errorf("%w: %v", ErrBadWrite, err)
+		return w, fmt.Errorf("%w: %w", ErrBadWrite, err)
 	}
 	if !slices.Contains(s.cfg.OrgUnits, r.OrgUnit) {
 		return w, fmt.Errorf("%w: org unit %q is not one of this device's (%v)", ErrBadWrite, r.OrgUnit, s.cfg.OrgUnits)
@@ -55,10 +57,11 @@ func (s *Syncer) validWrite(r WriteRequest) (store.Write, error) {
 	if r.Body != nil {
 		b, err := marshalBody(r.Body)
 		if err != nil {
-			return w, fmt.Errorf("%w: body: %v", ErrBadWrite, err)
+			return w, fmt.Errorf("%w: body: %w", ErrBadWrite, err)
 		}
-		if len(b) > events.MaxBodySize {
-			return w, fmt.Errorf("%w: body is %d bytes, limit %d", ErrBadWrite, len(b), events.MaxBodySize)
+		// What ingest would refuse is refused here, before it is queued.
+		if err := events.ValidateBody(b); err != nil {
+			return w, fmt.Errorf("%w: %w", ErrBadWrite, err)
 		}
 		w.Body = b
 	}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 
@@ -141,5 +142,43 @@ func TestSyncer_Write_LiveViewShowsPendingOnTop(t *testing.T) {
 	mustWrite(t, s, "north", "event", "e1", nil)
 	if n, _ := db.Count(ctx, store.Query{Channel: events.ChannelEvents, Unit: store.AnyUnit}); n != 0 {
 		t.Fatalf("pending delete should hide the record, count %d", n)
+	}
+}
+
+// TestSyncer_Write_BadWriteWrapsCause: a refused write matches ErrBadWrite
+// and, through the same error, the cause from the wire contract.
+func TestSyncer_Write_BadWriteWrapsCause(t *testing.T) {
+	s := NewSyncer(testConfig("tab1", "north"), nil, mustOpenDB(t), nil) // offline
+	deep := map[string]any{}
+	for i := 1; i <= events.MaxBodyDepth; i++ {
+		deep = map[string]any{"n": deep}
+	}
+	cases := []struct {
+		name string
+		r    WriteRequest
+		want error
+	}{
+		{"dotted id", WriteRequest{OrgUnit: "north", Channel: "events", Kind: "event", RecordID: "a.b", Body: map[string]any{"a": 1}},
+			events.ErrInvalidField},
+		{"kind of another channel", WriteRequest{OrgUnit: "north", Channel: "events", Kind: "document", RecordID: "r1",
+			Body: map[string]any{"a": 1}}, events.ErrUnknownKind},
+		{"body too large", WriteRequest{OrgUnit: "north", Channel: "events", Kind: "event", RecordID: "r1",
+			Body: map[string]any{"blob": make([]byte, events.MaxBodySize)}}, events.ErrTooLarge},
+		{"body too deep", WriteRequest{OrgUnit: "north", Channel: "events", Kind: "event", RecordID: "r1", Body: deep},
+			events.ErrInvalidBody},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := s.Write(context.Background(), tc.r)
+			if !errors.Is(err, ErrBadWrite) {
+				t.Fatalf("Write: %v, want ErrBadWrite", err)
+			}
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Write: %v does not match its cause %v", err, tc.want)
+			}
+		})
+	}
+	if c, _ := s.db.OutboxCounts(context.Background()); c[store.StateQueued] != 0 {
+		t.Fatalf("refused writes queued: %v", c)
 	}
 }

@@ -119,7 +119,8 @@ var decPool = sync.Pool{New: func() any {
 // Decode parses and validates one encoded envelope. It never panics: bad
 // bytes give an error wrapping [ErrMalformed] or [ErrTooLarge], a newer
 // schema [ErrUnknownVersion], absent or bad fields [ErrMissingField],
-// [ErrInvalidField] or [ErrUnknownKind].
+// [ErrInvalidField] or [ErrUnknownKind], a body that is not a plain map
+// ([ValidateBody]) [ErrInvalidBody].
 func Decode(b []byte) (*Envelope, error) {
 	e := new(Envelope)
 	if err := DecodeInto(b, e); err != nil {

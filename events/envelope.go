@@ -98,7 +98,8 @@ func (e *Envelope) Address() Address {
 func (e *Envelope) Subject() (string, error) { return e.Address().Subject() }
 
 // Validate checks every field and returns an error wrapping
-// [ErrMissingField], [ErrInvalidField] or [ErrUnknownVersion].
+// [ErrMissingField], [ErrInvalidField] or [ErrUnknownVersion]; a body is
+// checked by [ValidateBody] ([ErrInvalidBody], [ErrTooLarge]).
 func (e *Envelope) Validate() error {
 	if e.SchemaVersion == 0 {
 		return fieldErr("v", ErrMissingField, "schema version missing")
@@ -142,15 +143,10 @@ func (e *Envelope) Validate() error {
 
 func (e *Envelope) validateBody() error {
 	switch {
-	case len(e.Body) > MaxBodySize:
-		return fieldErr("body", ErrTooLarge, fmt.Sprintf("body is %d bytes, limit %d", len(e.Body), MaxBodySize))
 	case e.Op == OpUpsert && len(e.Body) == 0:
 		return fieldErr("body", ErrMissingField, "upsert without a body")
-	case len(e.Body) > 0 && !isMapHeader(e.Body[0]):
-		return fieldErr("body", ErrInvalidField, "body is not a msgpack map")
+	case len(e.Body) == 0:
+		return nil
 	}
-	return nil
+	return ValidateBody(e.Body)
 }
-
-// isMapHeader reports whether b starts a msgpack map (fixmap, map16, map32).
-func isMapHeader(b byte) bool { return b&0xf0 == 0x80 || b == 0xde || b == 0xdf }

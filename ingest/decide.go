@@ -110,12 +110,18 @@ func (in *Ingester) conflict(ctx context.Context, e *events.Envelope) (*events.R
 		return r, nil
 	}
 	ver, cur, err := in.pub.Latest(ctx, e.Address())
-	if err != nil && cur == nil && ver == 0 {
+	if err != nil && ver == 0 {
 		return nil, err
+	}
+	// With an error and a version, the latest change is there but does not
+	// decode (stored by an older build): the record exists, its body is
+	// not given.
+	if err != nil {
+		in.log.Warn("ingest: latest change unreadable", "record", e.Address(), "version", ver, "err", err)
 	}
 	r := in.result(e, events.Conflict, "", fmt.Sprintf("record is at version %d, the change was based on %d", ver, e.Origin.BaseVersion))
 	r.ServerVersion = ver
-	r.ServerDeleted = cur == nil || cur.Op == events.OpDelete
+	r.ServerDeleted = err == nil && (cur == nil || cur.Op == events.OpDelete)
 	if cur != nil && cur.Op == events.OpUpsert {
 		r.ServerBody = cur.Body
 	}

@@ -36,9 +36,7 @@ type Settings struct {
 
 func (h *handler) settings(w http.ResponseWriter, r *http.Request) {
 	var s Settings
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&s); err != nil || s.RefreshMode == nil {
+	if err := decodeJSON(w, r, 4096, &s); err != nil || s.RefreshMode == nil {
 		bodyError(w, err, `body: want {"refresh_mode": true|false}`)
 		return
 	}

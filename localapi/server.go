@@ -182,7 +182,7 @@ func (h *handler) signin(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		User string `json:"user"`
 	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil || req.User == "" {
+	if err := decodeJSON(w, r, 4096, &req); err != nil || req.User == "" {
 		bodyError(w, err, `body: want {"user": "..."}`)
 		return
 	}
@@ -257,13 +257,15 @@ type WriteResponse struct {
 
 func (h *handler) write(w http.ResponseWriter, r *http.Request) {
 	var req agent.WriteRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, events.MaxBodySize*4))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	if err := decodeJSON(w, r, events.MaxBodySize*4, &req); err != nil {
 		bodyError(w, err, "body: "+err.Error())
 		return
 	}
 	m, err := h.b.Write(r.Context(), req)
+	if errors.Is(err, agent.ErrBadWrite) && errors.Is(err, events.ErrTooLarge) {
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", err.Error())
+		return
+	}
 	if errors.Is(err, agent.ErrBadWrite) {
 		writeError(w, http.StatusBadRequest, "bad_write", err.Error())
 		return
@@ -313,7 +315,7 @@ type SyncRequest struct {
 func (h *handler) sync(w http.ResponseWriter, r *http.Request) {
 	var req SyncRequest
 	if r.ContentLength != 0 {
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
+		if err := decodeJSON(w, r, 4096, &req); err != nil {
 			bodyError(w, err, "body: "+err.Error())
 			return
 		}

@@ -171,7 +171,12 @@ func fmtRecord(r *store.Record) string {
 
 func TestHandler_Write_Errors(t *testing.T) {
 	e := startWriteEnv(t)
+	deep := strings.Repeat(`{"n":`, events.MaxBodyDepth) + "{}" + strings.Repeat("}", events.MaxBodyDepth)
+	big := `{"org_unit":"north","channel":"events","kind":"event","id":"x1","body":{"a":"` + strings.Repeat("x", events.MaxBodySize) + `"}}`
+	e.wantError(t, http.MethodPost, "/v1/records", big, http.StatusRequestEntityTooLarge, "too_large")
 	for _, tc := range []struct{ name, body, code string }{
+		{"trailing object", `{"org_unit":"north","channel":"events","kind":"event","id":"x1","body":{"a":1}}{"id":"x2"}`, "bad_request"},
+		{"body too deep", `{"org_unit":"north","channel":"events","kind":"event","id":"x1","body":` + deep + `}`, "bad_write"},
 		{"unknown field", `{"org_unit":"north","channel":"events","kind":"event","id":"x1","body":{"a":1},"colour":"red"}`, "bad_request"},
 		{"not JSON", `{"org_unit":`, "bad_request"},
 		{"body not an object", `{"org_unit":"north","channel":"events","kind":"event","id":"x1","body":[1]}`, "bad_request"},

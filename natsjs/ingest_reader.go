@@ -114,7 +114,9 @@ func (p *Publisher) Latest(ctx context.Context, a events.Address) (uint64, *even
 }
 
 // FindMutation scans the history the stream keeps of a record for the
-// change made by (device, mutation) and returns its version, or 0.
+// change made by (device, mutation) and returns its version, or 0. An
+// unknown org unit gives [ErrUnknownUnit]; a matching message whose
+// position cannot be read is an error, not a miss.
 func (p *Publisher) FindMutation(ctx context.Context, a events.Address, device, mutation string) (uint64, error) {
 	subj, err := a.Subject()
 	if err != nil {
@@ -123,25 +125,52 @@ func (p *Publisher) FindMutation(ctx context.Context, a events.Address, device, 
 	name, _ := events.OrgStream(a.OrgUnit)
 	cons, err := p.js.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}})
 	if err != nil {
-		return 0, fmt.Errorf("natsjs: scan %s: %w", subj, err)
+		return 0, unitErr(a.OrgUnit, err)
 	}
 	info, err := cons.Info(ctx)
-	if err != nil || info.NumPending == 0 {
-		return 0, err
+	if err != nil {
+		return 0, fmt.Errorf("natsjs: scan %s: %w", subj, err)
+	}
+	if info.NumPending == 0 {
+		return 0, nil
 	}
 	batch, err := cons.Fetch(int(info.NumPending), jetstream.FetchMaxWait(5*time.Second))
 	if err != nil {
 		return 0, fmt.Errorf("natsjs: scan %s: %w", subj, err)
 	}
-	var found uint64
-	for m := range batch.Messages() {
-		e, err := events.Decode(m.Data())
-		if err == nil && e.Origin.DeviceID == device && e.Origin.MutationID == mutation {
-			md, _ := m.Metadata()
-			found = md.Sequence.Stream
-		}
+	found, err := mutationSeq(batch.Messages(), device, mutation)
+	if err != nil {
+		return 0, fmt.Errorf("natsjs: scan %s: %w", subj, err)
 	}
-	return found, batch.Error()
+	if err := batch.Error(); err != nil {
+		return 0, fmt.Errorf("natsjs: scan %s: %w", subj, err)
+	}
+	return found, nil
+}
+
+// mutationSeq reads msgs to the end and returns the stream sequence of the
+// last change made by (device, mutation), 0 if none. Messages that do not
+// decode are not that change. A matching message without metadata is an
+// error (the rest is still drained).
+func mutationSeq(msgs <-chan jetstream.Msg, device, mutation string) (uint64, error) {
+	var found uint64
+	var errs []error
+	for m := range msgs {
+		e, err := events.Decode(m.Data())
+		if err != nil || e.Origin.DeviceID != device || e.Origin.MutationID != mutation {
+			continue
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("mutation %s of %s: metadata: %w", mutation, device, err))
+			continue
+		}
+		found = md.Sequence.Stream
+	}
+	if len(errs) > 0 {
+		return 0, errors.Join(errs...)
+	}
+	return found, nil
 }
 
 // IngestPending returns how many uploads wait for ingest: not yet

@@ -135,8 +135,11 @@ func unitState(ctx context.Context, js jetstream.JetStream, unit string) (Stream
 		Subjects: st.NumSubjects, Consumer: st.Consumers}, nil
 }
 
+// unitErr names the unit in err, and makes it [ErrUnknownUnit] when err
+// says the unit's stream does not exist (the client's sentinel, wrapped
+// or not, or the server's API error with that code).
 func unitErr(unit string, err error) error {
-	if err == jetstream.ErrStreamNotFound {
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("%w: %q", ErrUnknownUnit, unit)
 	}
 	return fmt.Errorf("natsjs: unit %q: %w", unit, err)

@@ -1,11 +1,11 @@
 package publish
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -47,7 +47,7 @@ func (s *Service) Publish(ctx context.Context, r Request) Response {
 func (s *Service) publish(ctx context.Context, r Request) Response {
 	e, err := s.envelope(r)
 	if err != nil {
-		return Response{Error: &Error{Code: CodeInvalid, Message: err.Error()}}
+		return Response{Error: invalid(err)}
 	}
 	ack, err := s.pub.Publish(ctx, e, natsjs.PublishOptions{ExpectedVersion: r.ExpectedVersion})
 	var conflict *natsjs.ConflictError
@@ -60,7 +60,7 @@ func (s *Service) publish(ctx context.Context, r Request) Response {
 	case errors.Is(err, natsjs.ErrUnknownUnit):
 		return Response{EventID: e.EventID, Error: &Error{Code: CodeUnknownUnit, Message: err.Error()}}
 	case errors.Is(err, events.ErrInvalidField), errors.Is(err, events.ErrMissingField), errors.Is(err, events.ErrTooLarge):
-		return Response{EventID: e.EventID, Error: &Error{Code: CodeInvalid, Message: err.Error()}}
+		return Response{EventID: e.EventID, Error: invalid(err)}
 	}
 	s.log.Error("publish failed", "event_id", e.EventID, "err", err)
 	return Response{EventID: e.EventID, Error: &Error{Code: CodeInternal, Message: err.Error()}}
@@ -88,14 +88,27 @@ func (s *Service) envelope(r Request) (*events.Envelope, error) {
 	return e, e.Validate()
 }
 
+// invalid answers a request that cannot become a change: code too_large
+// for a request or body over its limit, invalid otherwise.
+func invalid(err error) *Error {
+	var tooBig *http.MaxBytesError
+	if errors.Is(err, events.ErrTooLarge) || errors.As(err, &tooBig) {
+		return &Error{Code: CodeTooLarge, Message: err.Error()}
+	}
+	return &Error{Code: CodeInvalid, Message: err.Error()}
+}
+
 // Serve answers requests on [Subject] in queue group "fieldsync-publish"
-// until the returned subscription is drained.
+// until the returned subscription is drained. A request is exactly one
+// JSON [Request] of at most [MaxRequestSize] bytes.
 func (s *Service) Serve(nc *nats.Conn) (*nats.Subscription, error) {
 	return nc.QueueSubscribe(Subject, "fieldsync-publish", func(m *nats.Msg) {
 		var r Request
 		var resp Response
-		if err := decodeJSON(m.Data, &r); err != nil {
-			resp = Response{Error: &Error{Code: CodeInvalid, Message: err.Error()}}
+		if len(m.Data) > MaxRequestSize {
+			resp = Response{Error: &Error{Code: CodeTooLarge, Message: fmt.Sprintf("request is %d bytes, limit %d", len(m.Data), MaxRequestSize)}}
+		} else if err := decodeRequest(bytes.NewReader(m.Data), &r); err != nil {
+			resp = Response{Error: invalid(err)}
 		} else {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			resp = s.Publish(ctx, r)
@@ -108,19 +121,18 @@ func (s *Service) Serve(nc *nats.Conn) (*nats.Subscription, error) {
 	})
 }
 
-// ServeHTTP answers POST /v1/publish with a JSON [Request] body.
+// ServeHTTP answers POST /v1/publish with exactly one JSON [Request] as
+// the body: 413 over [MaxRequestSize] bytes, 400 for anything else that
+// is not a valid request (trailing data included).
 func (s *Service) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if req.Method != http.MethodPost {
 		writeJSON(w, http.StatusMethodNotAllowed, Response{Error: &Error{Code: CodeInvalid, Message: "use POST"}})
 		return
 	}
-	data, err := io.ReadAll(io.LimitReader(req.Body, events.MaxMessageSize*2))
 	var r Request
-	if err == nil {
-		err = decodeJSON(data, &r)
-	}
-	if err != nil {
-		writeJSON(w, http.StatusBadRequest, Response{Error: &Error{Code: CodeInvalid, Message: err.Error()}})
+	if err := decodeRequest(http.MaxBytesReader(w, req.Body, MaxRequestSize), &r); err != nil {
+		e := invalid(err)
+		writeJSON(w, httpStatus(e), Response{Error: e})
 		return
 	}
 	resp := s.Publish(req.Context(), r)
@@ -134,6 +146,8 @@ func httpStatus(e *Error) int {
 	switch e.Code {
 	case CodeInvalid:
 		return http.StatusBadRequest
+	case CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
 	case CodeConflict:
 		return http.StatusConflict
 	case CodeUnknownUnit:

@@ -391,12 +391,15 @@ func TestError_Is(t *testing.T) {
 		{publish.CodeInvalid, publish.ErrInvalid},
 		{publish.CodeConflict, publish.ErrConflict},
 		{publish.CodeUnknownUnit, publish.ErrUnknownUnit},
+		{publish.CodeTooLarge, publish.ErrTooLarge},
 	}
-	all := []error{publish.ErrInvalid, publish.ErrConflict, publish.ErrUnknownUnit}
+	all := []error{publish.ErrInvalid, publish.ErrConflict, publish.ErrUnknownUnit, publish.ErrTooLarge}
 	for _, tc := range cases {
 		e := &publish.Error{Code: tc.code, Message: "m"}
 		for _, s := range all {
-			if got := errors.Is(e, s); got != (s == tc.want) {
+			// A request too large is also an invalid one.
+			want := s == tc.want || tc.code == publish.CodeTooLarge && s == publish.ErrInvalid
+			if got := errors.Is(e, s); got != want {
 				t.Errorf("code %s: errors.Is(%v) = %v", tc.code, s, got)
 			}
 		}

@@ -36,14 +36,17 @@ type Response struct {
 
 // Error codes of [Error].
 const (
-	CodeInvalid     = "invalid"
+	CodeInvalid = "invalid"
+	// CodeTooLarge: the request or the record body is over its size limit
+	// (HTTP 413). It also matches [ErrInvalid].
+	CodeTooLarge    = "too_large"
 	CodeConflict    = "conflict"
 	CodeUnknownUnit = "unknown_unit"
 	CodeInternal    = "internal"
 )
 
-// Error is a failed publish. It matches [ErrConflict], [ErrInvalid] and
-// [ErrUnknownUnit] with errors.Is.
+// Error is a failed publish. It matches [ErrConflict], [ErrInvalid],
+// [ErrTooLarge] and [ErrUnknownUnit] with errors.Is.
 type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
@@ -53,7 +56,9 @@ type Error struct {
 
 // Sentinels for [Error] codes.
 var (
-	ErrInvalid     = errors.New("publish: invalid request")
+	ErrInvalid = errors.New("publish: invalid request")
+	// ErrTooLarge matches code too_large (which matches ErrInvalid too).
+	ErrTooLarge    = errors.New("publish: request too large")
 	ErrConflict    = errors.New("publish: version conflict")
 	ErrUnknownUnit = errors.New("publish: unknown org unit")
 )
@@ -64,7 +69,9 @@ func (e *Error) Error() string { return fmt.Sprintf("publish: %s: %s", e.Code, e
 func (e *Error) Is(target error) bool {
 	switch target {
 	case ErrInvalid:
-		return e.Code == CodeInvalid
+		return e.Code == CodeInvalid || e.Code == CodeTooLarge
+	case ErrTooLarge:
+		return e.Code == CodeTooLarge
 	case ErrConflict:
 		return e.Code == CodeConflict
 	case ErrUnknownUnit:

@@ -59,8 +59,11 @@ func (db *DB) Conflicts(ctx context.Context) ([]Conflict, error) {
 	return out, rows.Err()
 }
 
+// decodeBody returns the body b encodes, nil if there is none or it is
+// not a valid record body (one an older build stored): a sync error is
+// still listed, without that side's body.
 func decodeBody(b []byte) map[string]any {
-	if len(b) == 0 {
+	if len(b) == 0 || events.ValidateBody(b) != nil {
 		return nil
 	}
 	var m map[string]any

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -21,6 +22,8 @@ type DB struct {
 	path   string
 	writer *sql.DB
 	reader *sql.DB
+	// unreadable: records listings skipped (see [DB.UnreadableRecords]).
+	unreadable unreadable
 }
 
 // Options tune [Open].
@@ -29,6 +32,9 @@ type Options struct {
 	CacheMiB int
 	// Readers is the size of the read pool (default 4).
 	Readers int
+	// Log receives the store's warnings, such as a record skipped as
+	// unreadable (default slog.Default()).
+	Log *slog.Logger
 }
 
 // Open opens (creating if needed) the database at path and migrates it to
@@ -41,6 +47,9 @@ func Open(ctx context.Context, path string, o Options) (*DB, error) {
 	if o.Readers == 0 {
 		o.Readers = 4
 	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -50,7 +59,7 @@ func Open(ctx context.Context, path string, o Options) (*DB, error) {
 	}
 	w.SetMaxOpenConns(1)
 	w.SetConnMaxIdleTime(0)
-	db := &DB{path: path, writer: w}
+	db := &DB{path: path, writer: w, unreadable: unreadable{log: o.Log}}
 	if err := db.migrate(ctx); err != nil {
 		w.Close()
 		return nil, err

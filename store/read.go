@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -63,6 +64,14 @@ var ErrBadQuery = errors.New("store: bad query")
 // Records returns the live view of the records matching q, ordered by
 // unit, kind and id: the server state with the device's own unconfirmed
 // changes on top (Pending set on those; a pending delete hides the record).
+//
+// A record whose stored body is not a valid record body (stored by an
+// older build, see [events.ValidateBody]) is logged, counted in
+// [DB.UnreadableRecords] and left out; the page is filled up with the
+// records after it, so a page shorter than Limit is still the last one.
+// Offset counts stored records, unreadable ones included: paging by
+// [Query.After] is exact, paging by Offset past such a record repeats one
+// record per record skipped.
 func (db *DB) Records(ctx context.Context, q Query) ([]Record, error) {
 	conds, args, err := q.conds()
 	if err != nil {
@@ -85,21 +94,42 @@ func (db *DB) Records(ctx context.Context, q Query) ([]Record, error) {
 		return nil, err
 	}
 	arms, armArgs := liveArms(q.Channel, conds, args, l)
-	rows, err := tx.QueryContext(ctx, strings.Join(arms, " UNION ALL ")+` ORDER BY 1, 2, 3 LIMIT ? OFFSET ?`,
-		append(armArgs, q.Limit, q.Offset)...)
+	query := strings.Join(arms, " UNION ALL ") + ` ORDER BY 1, 2, 3 LIMIT ? OFFSET ?`
+	out := []Record{}
+	for offset, want := q.Offset, q.Limit; want > 0; {
+		read, skipped, err := db.readPage(ctx, tx, query, append(slices.Clip(armArgs), want, offset), q.Channel, &out)
+		if err != nil || read < want {
+			return out, err
+		}
+		offset, want = offset+read, skipped
+	}
+	return out, nil
+}
+
+// readPage runs one page of a listing, appends its readable records to
+// out and returns how many rows it read and how many it skipped.
+func (db *DB) readPage(ctx context.Context, tx *sql.Tx, query string, args []any, ch events.Channel, out *[]Record) (read, skipped int, err error) {
+	rows, err := tx.QueryContext(ctx, query, args...)
 	if err != nil {
-		return nil, fmt.Errorf("store: records: %w", err)
+		return 0, 0, fmt.Errorf("store: records: %w", err)
 	}
 	defer rows.Close()
-	out := []Record{}
 	for rows.Next() {
-		r, err := scanRecord(rows, q.Channel)
+		read++
+		r, err := scanRecord(rows, ch)
 		if err != nil {
-			return nil, err
+			return read, skipped, err
 		}
-		out = append(out, r)
+		// One record an older build stored with a body that cannot be
+		// served must not fail the listing: it is reported and skipped.
+		if err := r.decodeBody(); err != nil {
+			db.unreadable.skip(r, err)
+			skipped++
+			continue
+		}
+		*out = append(*out, r)
 	}
-	return out, rows.Err()
+	return read, skipped, rows.Err()
 }
 
 // Count returns how many records of the live view match q (Limit and
@@ -172,10 +202,19 @@ func scanRecord(rows *sql.Rows, ch events.Channel) (Record, error) {
 		return r, fmt.Errorf("store: scan record: %w", err)
 	}
 	r.Version, r.UpdatedAt = uint64(version), time.UnixMilli(at).UTC()
-	if err := msgpack.Unmarshal(r.RawBody, &r.Body); err != nil {
-		return r, fmt.Errorf("store: record %s/%s body: %w", r.Kind, r.RecordID, err)
-	}
 	return r, nil
+}
+
+// decodeBody fills Body from RawBody if RawBody is a valid record body:
+// one that decodes and can be served as JSON.
+func (r *Record) decodeBody() error {
+	if err := events.ValidateBody(r.RawBody); err != nil {
+		return fmt.Errorf("store: record %s/%s body: %w", r.Kind, r.RecordID, err)
+	}
+	if err := msgpack.Unmarshal(r.RawBody, &r.Body); err != nil {
+		return fmt.Errorf("store: record %s/%s body: %w", r.Kind, r.RecordID, err)
+	}
+	return nil
 }
 
 // SyncError is a message the device could not apply.

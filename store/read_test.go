@@ -2,14 +2,17 @@ package store_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/internal/fstest"
 	"github.com/fieldsync/fieldsync/projections"
 	"github.com/fieldsync/fieldsync/store"
 )
@@ -348,5 +351,93 @@ func TestDB_ConcurrentReadersAndWriter(t *testing.T) {
 	}
 	if n := mustCount(t, db, store.Query{Channel: ev, Unit: store.AnyUnit}); n != batches*perBatch {
 		t.Fatalf("%d rows, want %d", n, batches*perBatch)
+	}
+}
+
+// TestDB_Records_SkipsUnreadableBodies: records an older build stored
+// with bodies that are msgpack maps by their first byte only (integer
+// keys, extension types, NaN...) are left out of the listing, logged once
+// and counted; every other record of the channel is listed.
+func TestDB_Records_SkipsUnreadableBodies(t *testing.T) {
+	var logged fstest.Output
+	db, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "device.db"),
+		store.Options{Log: slog.New(slog.NewTextHandler(&logged, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	seedRecords(t, db)
+	poison := map[string][]byte{
+		"p-intkey": {0x81, 0x01, 0xa1, 'x'},                               // {1: "x"}
+		"p-nested": {0x81, 0xa1, 'm', 0x81, 0x07, 0x01},                   // {"m": {7: 1}}
+		"p-ext":    {0x81, 0xa1, 'e', 0xd4, 0x05, 0x00},                   // {"e": ext 5}
+		"p-nan":    {0x81, 0xa1, 'f', 0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 1}, // {"f": NaN}
+		"p-trunc":  {0x82, 0xa1, 'a', 0x01},                               // a map of 2 with one entry
+	}
+	poison["a-first"] = poison["p-ext"] // sorts before every readable record
+	var changes []projections.Change
+	seq := uint64(100)
+	for id, body := range poison {
+		c := upsertAt(t, seq, "north", ev, "event", id, nil)
+		c.Body = body
+		changes, seq = append(changes, c), seq+1
+	}
+	mustApply(t, db, batch("north", ev, changes))
+	// And a local write an older agent queued with such a body.
+	if _, err := db.LocalWrite(context.Background(), store.Write{Addr: events.Address{OrgUnit: "north", Channel: ev, Kind: "event",
+		RecordID: "p-local"}, Op: events.OpUpsert, Body: poison["p-intkey"]}, "m-old", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+
+	q := store.Query{Channel: ev, Unit: store.AnyUnit}
+	for round := 0; round < 2; round++ {
+		recs := mustRecords(t, db, q)
+		if got, want := keys(recs), "north/event/e0 north/event/e1 north/event/e2 north/event/e3 north/event/e4"; got != want {
+			t.Fatalf("round %d: listed %q, want the readable records %q", round, got, want)
+		}
+		if _, err := json.Marshal(recs); err != nil {
+			t.Fatalf("listing does not encode as JSON: %v", err)
+		}
+	}
+	if n := db.UnreadableRecords(); n != len(poison)+1 {
+		t.Fatalf("UnreadableRecords = %d, want %d", n, len(poison)+1)
+	}
+	for id := range poison {
+		if n := strings.Count(logged.String(), "id="+id+" "); n != 1 {
+			t.Errorf("record %s logged %d times over two listings, want once:\n%s", id, n, logged.String())
+		}
+	}
+	if !strings.Contains(logged.String(), "id=p-local") || !strings.Contains(logged.String(), "pending=true") {
+		t.Errorf("pending unreadable write not logged:\n%s", logged.String())
+	}
+	// Pages are filled past skipped records: a short page is the last one,
+	// and paging by key lists every readable record exactly once.
+	if got := keys(mustRecords(t, db, store.Query{Channel: ev, Unit: store.AnyUnit, Limit: 2})); got != "north/event/e0 north/event/e1" {
+		t.Fatalf("first page of 2 = %q, want e0 e1", got)
+	}
+	var paged []string
+	for after := (*store.Key)(nil); ; {
+		page := mustRecords(t, db, store.Query{Channel: ev, Unit: store.AnyUnit, Limit: 2, After: after})
+		for _, r := range page {
+			paged = append(paged, r.RecordID)
+		}
+		if len(page) < 2 {
+			break
+		}
+		last := page[len(page)-1]
+		after = &store.Key{OrgUnit: last.OrgUnit, Kind: last.Kind, RecordID: last.RecordID}
+	}
+	if got := strings.Join(paged, " "); got != "e0 e1 e2 e3 e4" {
+		t.Fatalf("paging by key listed %q, want e0 e1 e2 e3 e4", got)
+	}
+	// A point lookup of a poisoned record finds nothing instead of failing.
+	if recs := mustRecords(t, db, store.Query{Channel: ev, Unit: "north", Kind: "event", RecordID: "p-ext"}); len(recs) != 0 {
+		t.Fatalf("point lookup of an unreadable record = %+v, want nothing", recs)
+	}
+	// A newer, valid version of a poisoned record is listed again.
+	fixed := upsertAt(t, seq, "north", ev, "event", "p-ext", map[string]any{"fixed": true})
+	mustApply(t, db, batch("north", ev, []projections.Change{fixed}))
+	if r, ok := recordByID(t, db, "north", ev, "p-ext"); !ok || r.Body["fixed"] != true {
+		t.Fatalf("repaired record = %+v (found %v), want its new body", r, ok)
 	}
 }
