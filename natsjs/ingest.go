@@ -23,17 +23,17 @@ const (
 type IngestPolicy struct {
 	// UploadRetention keeps uploads this long after they arrive, for
 	// operators and replays (default 14 days).
-	UploadRetention time.Duration `yaml:"upload_retention"`
+	UploadRetention time.Duration
 	// ResultRetention is how long the result of every mutation is kept
 	// (stream FS_RESULTS, one message per mutation). It is ingest's memory:
 	// a mutation replayed within it gets its first result again and is
 	// never applied twice (default 400 days).
-	ResultRetention time.Duration `yaml:"result_retention"`
+	ResultRetention time.Duration
 	// AckWait is how long an upload handed to an ingest worker may stay
 	// unacknowledged before it is redelivered (to this or another node)
 	// (default 10s). Redelivery is safe: results are remembered.
-	AckWait  time.Duration `yaml:"ack_wait"`
-	Replicas int           `yaml:"replicas"`
+	AckWait  time.Duration
+	Replicas int
 }
 
 func (p IngestPolicy) withDefaults() IngestPolicy {
