@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
@@ -194,13 +195,13 @@ func (in *Ingester) handle(ctx context.Context, u *natsjs.Upload) {
 			return
 		}
 		in.log.Warn("ingest: will retry upload", "subject", u.Subject, "seq", u.StreamSeq, "err", err)
-		in.retryLater(u)
+		in.retryLater(u, err)
 		return
 	}
 	if res != nil { // remembered and delivered in one publish
 		if err := in.mlog.Put(ctx, res); err != nil {
 			in.log.Warn("ingest: result not published, will retry", "mutation", res.MutationID, "err", err)
-			in.retryLater(u)
+			in.retryLater(u, err)
 			return
 		}
 		if in.onRes != nil {
@@ -215,11 +216,18 @@ func (in *Ingester) handle(ctx context.Context, u *natsjs.Upload) {
 	}
 }
 
-// retryLater hands u back for redelivery after a jittered wait that grows
-// with its delivery count, so the uploads of an outage come back spread
-// out rather than all together every second.
-func (in *Ingester) retryLater(u *natsjs.Upload) {
-	d := in.retry.Delay(u.Delivered)
+// retryLater hands u, which failed with err, back for redelivery after a
+// jittered wait that grows with its delivery count, so the uploads of an
+// outage come back spread out rather than all together every second. An
+// upload waiting for the mutation it builds on is not failing: it is
+// retried after about the first wait each time (maxWaits bounds how often)
+// and does not pay for the redeliveries a crash or an ack wait caused.
+func (in *Ingester) retryLater(u *natsjs.Upload, err error) {
+	n := u.Delivered
+	if errors.Is(err, errWait) {
+		n = 1
+	}
+	d := in.retry.Delay(n)
 	if err := u.Nak(d); err != nil {
 		in.log.Warn("ingest: nak", "seq", u.StreamSeq, "err", err)
 	}
