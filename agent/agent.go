@@ -47,7 +47,8 @@ type Agent struct {
 	next      Due
 	reminder  *Due
 	failed    Scope
-	failedAt  time.Time
+	retryAt   time.Time // when the failed sync is retried
+	retry     *syncRetry
 	lastErr   error
 	report    *Report
 	planner   *Planner

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/store"
 )
 
@@ -52,18 +51,14 @@ func (a *Agent) loop(ctx context.Context) error {
 
 // plan returns the next automatic sync and whether its reminder is still
 // to be announced. After a failure the failed sync is retried after a
-// minute (five when the server is incompatible).
+// jittered wait that grows with each failure in a row (see [syncRetry]).
 func (a *Agent) plan() (Due, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := time.Now()
 	due := a.planner.Next(now)
 	if a.lastErr != nil {
-		retry := min(max(a.cfg.SyncInterval, time.Second), time.Minute)
-		if errors.Is(a.lastErr, events.ErrIncompatible) {
-			retry = 5 * time.Minute
-		}
-		due = Due{Scope: a.failed, At: a.failedAt.Add(retry), Reason: "retry after failure"}
+		due = Due{Scope: a.failed, At: a.retryAt, Reason: "retry after failure"}
 	}
 	if due.At.IsZero() { // no automatic sync configured: wait for requests
 		due = Due{Scope: ScopeFull, At: now.Add(24 * time.Hour), Reason: "idle"}
@@ -99,12 +94,12 @@ func (a *Agent) runSync(ctx context.Context, scope Scope, automatic bool) {
 	a.running, a.report = "", &rep
 	if err != nil {
 		if ctx.Err() == nil {
-			a.lastErr, a.failed, a.failedAt = err, scope, time.Now()
-			a.log.Error("sync failed", "scope", scope, "err", err)
+			a.syncFailedLocked(scope, err)
+			a.log.Error("sync failed", "scope", scope, "err", err, "retry_at", a.retryAt)
 		}
 		return
 	}
-	a.lastErr, a.completed = nil, rep.Finished
+	a.syncSucceededLocked(rep.Finished)
 	a.planner.Done(scope, rep.Finished, automatic)
 	a.log.Info("sync completed", "scope", scope, "applied", rep.Applied, "uploaded", rep.Uploaded, "took", rep.Finished.Sub(rep.Started).Round(time.Millisecond))
 	a.recordCompletion(context.WithoutCancel(ctx), scope, rep.Finished, automatic)
@@ -148,11 +143,11 @@ func (a *Agent) SyncNow(ctx context.Context) (Report, error) {
 	a.running = ""
 	if err != nil {
 		if !errors.Is(err, ErrResetRefused) {
-			a.lastErr, a.failed, a.failedAt = err, ScopeFull, time.Now()
+			a.syncFailedLocked(ScopeFull, err)
 		}
 		return rep, err
 	}
-	a.lastErr, a.completed = nil, rep.Finished
+	a.syncSucceededLocked(rep.Finished)
 	a.planner.Done(ScopeFull, rep.Finished, false)
 	a.recordCompletion(context.WithoutCancel(ctx), ScopeFull, rep.Finished, false)
 	return rep, nil

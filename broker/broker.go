@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,6 +32,7 @@ type Broker struct {
 	hello      *nats.Subscription
 	stopIngest context.CancelFunc
 	ingestDone chan error
+	ingest     ingestHealth
 	http       *http.Server
 	ln         net.Listener
 	done       chan error
@@ -75,7 +75,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Broker, err err
 		return nil, err
 	}
 	b.metrics = b.newMetrics()
-	b.startIngest(ctx)
+	if err = b.startIngest(ctx); err != nil {
+		return nil, err
+	}
 	if b.hello, err = natsjs.ServeHello(b.nc, events.LocalHello("broker")); err != nil {
 		return nil, err
 	}
@@ -106,30 +108,29 @@ func (b *Broker) serveHTTP(svc *publish.Service) error {
 	return nil
 }
 
-func (b *Broker) healthz(w http.ResponseWriter, r *http.Request) {
-	status, code := "ok", http.StatusOK
-	if !b.srv.Ready() || !b.nc.IsConnected() {
-		status, code = "unavailable", http.StatusServiceUnavailable
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(map[string]any{"status": status, "org_units": b.cfg.OrgUnits})
-}
-
-// startIngest runs the ingest of device uploads until Close. It uses its
-// own in-process connection so a slow ingest never delays the publish API.
-func (b *Broker) startIngest(ctx context.Context) {
+// startIngest runs the ingest of device uploads until Close and waits for
+// its first report: reading, or down (then /healthz says so while ingest
+// retries by itself). It uses its own in-process connection so a slow
+// ingest never delays the publish API.
+func (b *Broker) startIngest(ctx context.Context) error {
 	ictx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	b.stopIngest, b.ingestDone = cancel, make(chan error, 1)
+	first := make(chan struct{})
+	var once sync.Once
 	in := ingest.New(b.client, ingest.Options{Rights: b.cfg.Rights, Policy: b.cfg.Ingest, Log: b.log,
-		OnResult: func(r *events.Result) { b.metrics.Ingested(string(r.Status)) }})
-	go func() {
-		err := in.Run(ictx)
-		if err != nil {
-			b.log.Error("ingest stopped", "err", err)
-		}
-		b.ingestDone <- err
-	}()
+		OnResult: func(r *events.Result) { b.metrics.Ingested(string(r.Status)) },
+		OnHealth: func(err error) {
+			b.ingest.set(err)
+			b.metrics.IngestUp(err == nil)
+			once.Do(func() { close(first) })
+		}})
+	go func() { b.ingestDone <- in.Run(ictx) }()
+	select {
+	case <-first:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("broker: starting ingest: %w", ctx.Err())
+	}
 }
 
 // ClientURL is the NATS URL devices connect to.

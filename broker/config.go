@@ -29,22 +29,66 @@ type Config struct {
 	HTTPAddr string `yaml:"http_addr"`
 	// OrgUnits get one stream each; the tenant-wide stream always exists.
 	OrgUnits []string `yaml:"org_units"`
-	// Streams are the limits of every org unit stream.
-	Streams natsjs.StreamPolicy `yaml:"streams"`
-	// Ingest holds the limits of device uploads and results.
-	Ingest natsjs.IngestPolicy `yaml:"ingest"`
-	// Rights say what devices may write.
-	Rights ingest.Rights `yaml:"rights"`
+	// Streams are the limits of every org unit stream (YAML key streams,
+	// see [streamsFile]).
+	Streams natsjs.StreamPolicy `yaml:"-"`
+	// Ingest holds the limits of device uploads and results (YAML key
+	// ingest, see [ingestFile]).
+	Ingest natsjs.IngestPolicy `yaml:"-"`
+	// Rights say what devices may write (YAML key rights, see [rightsFile]).
+	Rights ingest.Rights `yaml:"-"`
 }
 
 // LoadConfig reads path (YAML); unknown keys are errors.
 func LoadConfig(path string) (Config, error) {
-	var c Config
-	if err := yamlconf.Load(path, &c); err != nil {
-		return c, fmt.Errorf("broker: %w", err)
+	var f configFile
+	if err := yamlconf.Load(path, &f); err != nil {
+		return Config{}, fmt.Errorf("broker: %w", err)
 	}
-	c = c.WithDefaults()
+	c := f.config().WithDefaults()
 	return c, c.Validate()
+}
+
+// configFile is the YAML file: the broker's own keys plus the sections the
+// broker maps onto the option structs of natsjs and ingest, which know
+// nothing of configuration files.
+type configFile struct {
+	Config  `yaml:",inline"`
+	Streams streamsFile `yaml:"streams"`
+	Ingest  ingestFile  `yaml:"ingest"`
+	Rights  rightsFile  `yaml:"rights"`
+}
+
+// streamsFile is the streams section ([natsjs.StreamPolicy]).
+type streamsFile struct {
+	History      int64         `yaml:"history"`
+	Duplicates   time.Duration `yaml:"duplicates"`
+	MaxConsumers int           `yaml:"max_consumers"`
+	Replicas     int           `yaml:"replicas"`
+	MaxBytes     int64         `yaml:"max_bytes"`
+}
+
+// ingestFile is the ingest section ([natsjs.IngestPolicy]).
+type ingestFile struct {
+	UploadRetention time.Duration `yaml:"upload_retention"`
+	ResultRetention time.Duration `yaml:"result_retention"`
+	AckWait         time.Duration `yaml:"ack_wait"`
+	Replicas        int           `yaml:"replicas"`
+}
+
+// rightsFile is the rights section ([ingest.Rights]).
+type rightsFile struct {
+	Devices  map[string][]string         `yaml:"devices"`
+	Writable map[events.Channel][]string `yaml:"writable"`
+}
+
+func (f configFile) config() Config {
+	c := f.Config
+	s, i := f.Streams, f.Ingest
+	c.Streams = natsjs.StreamPolicy{History: s.History, Duplicates: s.Duplicates, MaxConsumers: s.MaxConsumers, Replicas: s.Replicas, MaxBytes: s.MaxBytes}
+	c.Ingest = natsjs.IngestPolicy{UploadRetention: i.UploadRetention, ResultRetention: i.ResultRetention, AckWait: i.AckWait, Replicas: i.Replicas}
+	c.Rights = ingest.Rights{Devices: f.Rights.Devices, Writable: f.Rights.Writable}
+	return c
 }
 
 // WithDefaults fills every unset key.

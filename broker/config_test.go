@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/fieldsync/fieldsync/broker"
+	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/ingest"
+	"github.com/fieldsync/fieldsync/natsjs"
 )
 
 func writeConfig(t *testing.T, yaml string) string {
@@ -68,9 +71,39 @@ streams:
 			t.Fatalf("config %+v", cfg)
 		}
 	})
+	t.Run("every section key", func(t *testing.T) {
+		cfg, err := broker.LoadConfig(writeConfig(t, `
+rights:
+  devices: {tab1: [north]}
+  writable: {events: [event, risk]}
+ingest:
+  upload_retention: 48h
+  result_retention: 96h
+  ack_wait: 7s
+  replicas: 3
+streams:
+  history: 4
+  duplicates: 90s
+  max_consumers: 123
+  replicas: 3
+  max_bytes: 4096
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantStreams := natsjs.StreamPolicy{History: 4, Duplicates: 90 * time.Second, MaxConsumers: 123, Replicas: 3, MaxBytes: 4096}
+		wantIngest := natsjs.IngestPolicy{UploadRetention: 48 * time.Hour, ResultRetention: 96 * time.Hour, AckWait: 7 * time.Second, Replicas: 3}
+		wantRights := ingest.Rights{Devices: map[string][]string{"tab1": {"north"}}, Writable: map[events.Channel][]string{events.ChannelEvents: {"event", "risk"}}}
+		if cfg.Streams != wantStreams || cfg.Ingest != wantIngest || !reflect.DeepEqual(cfg.Rights, wantRights) {
+			t.Fatalf("sections read as streams %+v ingest %+v rights %+v", cfg.Streams, cfg.Ingest, cfg.Rights)
+		}
+	})
 	errCases := map[string]string{
 		"unknown key":        "data_dir: x\ncolour: red\n",
 		"unknown nested key": "nats:\n  hots: 0.0.0.0\n",
+		"unknown ingest key": "ingest:\n  ackwait: 3s\n",
+		"unknown rights key": "rights:\n  device: {}\n",
+		"Go field name":      "streams:\n  maxconsumers: 3\n",
 		"bad org unit":       "org_units: [north, \"a.b\"]\n",
 		"wildcard org unit":  "org_units: [\"*\"]\n",
 		"bad duration":       "nats:\n  sync_interval: soon\n",

@@ -31,11 +31,11 @@ func (b *Broker) newMetrics() *metrics.Broker {
 			return out
 		}
 	}
-	pending := func(ctx context.Context) float64 {
+	pending := func(ctx context.Context) (float64, error) {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		n, _ := b.client.IngestPending(ctx)
-		return float64(n)
+		n, err := b.client.IngestPending(ctx)
+		return float64(n), err
 	}
 	return metrics.NewBroker(perStream(func(s natsjs.StreamState) uint64 { return s.Msgs }),
 		perStream(func(s natsjs.StreamState) uint64 { return uint64(s.Consumer) }), b.consumerLag, pending)

@@ -56,22 +56,21 @@ func TestBroker_Metrics(t *testing.T) {
 	}
 	want := []string{`fieldsync_stream_consumer_lag{stream="FS_ORG_north"} 2`, `fieldsync_published_total{outcome="ok"} 1`, `fieldsync_published_total{outcome="conflict"} 1`,
 		`fieldsync_ingested_total{status="accepted"} 1`, `fieldsync_stream_messages{stream="FS_ORG_north"} 2`,
-		`fieldsync_stream_consumers{stream="FS_UPLOADS"} 1`, `fieldsync_ingest_pending 0`}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		text, missing := scrape(t, b.HTTPURL()+"/metrics"), ""
+		`fieldsync_stream_consumers{stream="FS_UPLOADS"} 1`, `fieldsync_ingest_pending 0`, "fieldsync_ingest_up 1"}
+	var text, missing string
+	fstest.Eventually(t, 10*time.Second, func() bool {
+		text, missing = scrape(t, b.HTTPURL()+"/metrics"), ""
 		for _, w := range want {
 			if !strings.Contains(text, w) {
 				missing = w
-				break
+				return false
 			}
 		}
-		if missing == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/metrics lacks %q:\n%s", missing, text)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return true
+	}, "/metrics lacks %s:\n%s", lazy(func() string { return missing }), lazy(func() string { return text }))
 }
+
+// lazy is formatted when printed: a failure message shows the last state.
+type lazy func() string
+
+func (f lazy) String() string { return f() }

@@ -12,11 +12,11 @@ type Rights struct {
 	// Devices maps a device id to the org units it may write. When empty,
 	// any device may write any org unit (development and demos); when set,
 	// unlisted devices may write nothing.
-	Devices map[string][]string `yaml:"devices"`
+	Devices map[string][]string
 	// Writable maps a channel to the record kinds devices may create,
 	// change and delete in it. Default: every kind of the events channel;
 	// admin data and documents are the server side's.
-	Writable map[events.Channel][]string `yaml:"writable"`
+	Writable map[events.Channel][]string
 }
 
 func (r Rights) withDefaults() Rights {

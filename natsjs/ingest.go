@@ -15,7 +15,6 @@ import (
 // Names of the ingest side's streams, bucket and durable.
 const (
 	DeadLetterStream = "FS_DEADLETTER"
-	deadLetterPrefix = "fs.dlq"
 	IngestDurable    = "fs_ingest"
 )
 
@@ -23,17 +22,17 @@ const (
 type IngestPolicy struct {
 	// UploadRetention keeps uploads this long after they arrive, for
 	// operators and replays (default 14 days).
-	UploadRetention time.Duration `yaml:"upload_retention"`
+	UploadRetention time.Duration
 	// ResultRetention is how long the result of every mutation is kept
 	// (stream FS_RESULTS, one message per mutation). It is ingest's memory:
 	// a mutation replayed within it gets its first result again and is
 	// never applied twice (default 400 days).
-	ResultRetention time.Duration `yaml:"result_retention"`
+	ResultRetention time.Duration
 	// AckWait is how long an upload handed to an ingest worker may stay
 	// unacknowledged before it is redelivered (to this or another node)
 	// (default 10s). Redelivery is safe: results are remembered.
-	AckWait  time.Duration `yaml:"ack_wait"`
-	Replicas int           `yaml:"replicas"`
+	AckWait  time.Duration
+	Replicas int
 }
 
 func (p IngestPolicy) withDefaults() IngestPolicy {
@@ -61,7 +60,7 @@ func (c *Client) ProvisionIngest(ctx context.Context, p IngestPolicy) error {
 			MaxAge: p.UploadRetention, Duplicates: 2 * time.Minute, MaxMsgSize: int32(events.MaxMessageSize * 2)},
 		{Name: events.ResultStream, Description: "fieldsync ingest results per device", Subjects: []string{events.ResultSubjects()},
 			MaxAge: p.ResultRetention, MaxMsgsPerSubject: 1, Duplicates: 2 * time.Minute},
-		{Name: DeadLetterStream, Description: "fieldsync uploads ingest could not read", Subjects: []string{deadLetterPrefix + ".>"},
+		{Name: DeadLetterStream, Description: "fieldsync uploads ingest could not read", Subjects: []string{events.DeadLetterSubjects()},
 			MaxAge: p.UploadRetention},
 	}
 	for _, cfg := range streams {
@@ -112,7 +111,11 @@ func (c *Client) PublishResult(ctx context.Context, r *events.Result) error {
 // DeadLetter stores an upload ingest could not use, with the reason, for
 // operators. reason must be a token (see [events.ValidToken]).
 func (c *Client) DeadLetter(ctx context.Context, reason, subject string, data []byte, why error) error {
-	msg := &nats.Msg{Subject: deadLetterPrefix + "." + reason, Data: data, Header: nats.Header{}}
+	subj, err := events.DeadLetterSubject(reason)
+	if err != nil {
+		return fmt.Errorf("natsjs: dead-letter: %w", err)
+	}
+	msg := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{}}
 	msg.Header.Set("Fs-Original-Subject", subject)
 	msg.Header.Set("Fs-Error", why.Error())
 	if _, err := c.js.PublishMsg(ctx, msg); err != nil {

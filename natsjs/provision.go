@@ -17,18 +17,18 @@ type StreamPolicy struct {
 	// History is how many versions of one record a stream keeps
 	// (MaxMsgsPerSubject). A device only ever needs the latest; a little
 	// history helps audits and the change feed.
-	History int64 `yaml:"history"`
+	History int64
 	// Duplicates is the JetStream dedupe window for event ids (Nats-Msg-Id).
 	// Publishers retrying within it are deduplicated by the broker; device
 	// mutations carry their own idempotency that lasts longer.
-	Duplicates time.Duration `yaml:"duplicates"`
+	Duplicates time.Duration
 	// MaxConsumers per stream. Every device holds one durable per channel on
 	// each of its units' streams; nats-server 2.15 would stop at 1,000.
-	MaxConsumers int `yaml:"max_consumers"`
+	MaxConsumers int
 	// Replicas: 1 on a single node, 3 in a cluster.
-	Replicas int `yaml:"replicas"`
+	Replicas int
 	// MaxBytes caps one stream's size (-1 = no cap).
-	MaxBytes int64 `yaml:"max_bytes"`
+	MaxBytes int64
 }
 
 // DefaultStreamPolicy returns the policy used when configuration sets none:

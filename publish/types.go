@@ -3,10 +3,12 @@ package publish
 import (
 	"errors"
 	"fmt"
+
+	"github.com/fieldsync/fieldsync/events"
 )
 
 // Subject is the NATS request subject of the publish API.
-const Subject = "fs.api.publish"
+const Subject = events.PublishSubject
 
 // Request is one server-side change.
 type Request struct {

@@ -49,7 +49,11 @@ func deviceLoad(ctx context.Context, url, dev string, rate int, dur time.Duratio
 	var mu sync.Mutex
 	sent := map[string]time.Time{}
 	var lat []time.Duration
-	sub, err := c.Conn().Subscribe("fs.res."+dev+".>", func(m *nats.Msg) {
+	results, err := events.DeviceResultSubjects(dev)
+	if err != nil {
+		return nil, err
+	}
+	sub, err := c.Conn().Subscribe(results, func(m *nats.Msg) {
 		now := time.Now()
 		mut := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
 		mu.Lock()
