@@ -144,6 +144,27 @@ var migrations = []string{
 		detail   TEXT NOT NULL DEFAULT '{}');`,
 	// 5: finding applied-but-unmerged staged rows without a scan.
 	`CREATE INDEX staged_gen ON staged (channel, gen);`,
+	// 6: parked changes: read from a unit stream but newer than the build
+	// that read them (a newer envelope schema, a kind it does not accept),
+	// kept as received until a build that reads them applies them (see
+	// parked.go). kind, record_id and version repeat what subject and data
+	// say, so a build can tell without decoding what it may read and which
+	// parked changes a newer change of the same record supersedes.
+	`CREATE TABLE parked (
+		id        INTEGER PRIMARY KEY,
+		org_unit  TEXT NOT NULL,
+		channel   TEXT NOT NULL,
+		seq       INTEGER NOT NULL,
+		subject   TEXT NOT NULL,
+		kind      TEXT NOT NULL,
+		record_id TEXT NOT NULL,
+		version   INTEGER NOT NULL,
+		data      BLOB NOT NULL,
+		reason    TEXT NOT NULL,
+		message   TEXT NOT NULL,
+		parked_at INTEGER NOT NULL,
+		UNIQUE (org_unit, channel, seq));
+	CREATE INDEX parked_record ON parked (org_unit, channel, kind, record_id, seq);`,
 }
 
 func table(ch events.Channel) string { return "records_" + string(ch) }

@@ -1,8 +1,10 @@
--- user_version 5
+-- user_version 6
 -- index outbox_record on outbox
 CREATE INDEX outbox_record ON outbox (org_unit, channel, kind, record_id, seq);
 -- index outbox_state on outbox
 CREATE INDEX outbox_state ON outbox (state, seq);
+-- index parked_record on parked
+CREATE INDEX parked_record ON parked (org_unit, channel, kind, record_id, seq);
 -- index records_admin_key on records_admin
 CREATE UNIQUE INDEX records_admin_key ON records_admin (org_unit, kind, record_id);
 -- index records_admin_recent on records_admin
@@ -16,6 +18,8 @@ CREATE UNIQUE INDEX records_events_key ON records_events (org_unit, kind, record
 -- index records_events_recent on records_events
 CREATE INDEX records_events_recent ON records_events (kind, updated_at);
 -- index sqlite_autoindex_outbox_1 on outbox
+;
+-- index sqlite_autoindex_parked_1 on parked
 ;
 -- index staged_gen on staged
 CREATE INDEX staged_gen ON staged (channel, gen);
@@ -61,6 +65,21 @@ CREATE TABLE outbox (
 		server_deleted INTEGER NOT NULL DEFAULT 0,
 		server_body    BLOB,
 		decided_at     INTEGER NOT NULL DEFAULT 0);
+-- table parked on parked
+CREATE TABLE parked (
+		id        INTEGER PRIMARY KEY,
+		org_unit  TEXT NOT NULL,
+		channel   TEXT NOT NULL,
+		seq       INTEGER NOT NULL,
+		subject   TEXT NOT NULL,
+		kind      TEXT NOT NULL,
+		record_id TEXT NOT NULL,
+		version   INTEGER NOT NULL,
+		data      BLOB NOT NULL,
+		reason    TEXT NOT NULL,
+		message   TEXT NOT NULL,
+		parked_at INTEGER NOT NULL,
+		UNIQUE (org_unit, channel, seq));
 -- table pending on pending
 CREATE TABLE pending (
 		org_unit    TEXT NOT NULL,
