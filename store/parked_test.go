@@ -134,7 +134,9 @@ func requireMatches(tb testing.TB, db *store.DB, ref *projections.State, what st
 				want = append(want, snapshot{r.Addr.OrgUnit, r.Addr.Kind, r.Addr.RecordID, r.Version, r.EventID, string(r.Body)})
 			}
 		}
-		sort.Slice(want, func(i, j int) bool { return want[i].Unit+want[i].Kind+want[i].ID < want[j].Unit+want[j].Kind+want[j].ID })
+		sort.Slice(want, func(i, j int) bool {
+			return want[i].Unit+want[i].Kind+want[i].ID < want[j].Unit+want[j].Kind+want[j].ID
+		})
 		if got := allRecords(tb, db, ch); fmt.Sprint(got) != fmt.Sprint(want) {
 			tb.Fatalf("%s: %s records differ from the reference:\n got  %v\n want %v", what, ch, got, want)
 		}
