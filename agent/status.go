@@ -68,7 +68,11 @@ type Status struct {
 	// PendingWrites counts local writes not yet confirmed (queued + sent).
 	PendingWrites int `json:"pending_writes"`
 	// BadMessages counts incoming changes the device could not apply.
-	BadMessages     int `json:"bad_messages"`
+	BadMessages int `json:"bad_messages"`
+	// ParkedChanges counts incoming changes kept for a newer agent (a newer
+	// envelope schema, a kind outside the kinds setting); they are applied
+	// when one starts.
+	ParkedChanges   int `json:"parked_changes"`
 	ProtocolVersion int `json:"protocol_version"`
 }
 
@@ -99,6 +103,9 @@ func (a *Agent) Status(ctx context.Context) (Status, error) {
 		st.Channels = append(st.Channels, cs)
 	}
 	if st.BadMessages, err = a.db.CountSyncErrors(ctx); err != nil {
+		return st, err
+	}
+	if st.ParkedChanges, err = a.db.CountParked(ctx); err != nil {
 		return st, err
 	}
 	counts, err := a.db.OutboxCounts(ctx)
