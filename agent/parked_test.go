@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -292,5 +293,27 @@ func TestAgent_Status_IncompatibleServer_NewerSchema(t *testing.T) {
 	}
 	if st.Channels[0].Records != 0 || len(st.Channels[0].Units) != 0 {
 		t.Fatalf("nothing may be applied: %+v", st.Channels[0])
+	}
+}
+
+// Local writes follow the kinds setting: any kind by default, only the
+// listed ones of a restricted channel.
+func TestSyncer_Write_Kinds(t *testing.T) {
+	ctx := context.Background()
+	b := fstest.MustStartBroker(t, "north")
+	cfg := testConfig("tab1", "north")
+	s := NewSyncer(cfg, b.Client, mustOpenDB(t), nil)
+	w := WriteRequest{OrgUnit: "north", Channel: "events", Kind: "inspection", RecordID: "i1", Body: map[string]any{"a": 1}}
+	if _, err := s.Write(ctx, w); err != nil {
+		t.Fatalf("a kind outside the catalogue: %v", err)
+	}
+	cfg.Kinds = events.KindSet{events.ChannelEvents: {"event"}}
+	s = NewSyncer(cfg, b.Client, mustOpenDB(t), nil)
+	if _, err := s.Write(ctx, w); !errors.Is(err, ErrBadWrite) || !errors.Is(err, events.ErrUnknownKind) {
+		t.Fatalf("a kind the setting leaves out: %v, want ErrBadWrite", err)
+	}
+	w.Kind = "event"
+	if _, err := s.Write(ctx, w); err != nil {
+		t.Fatalf("a listed kind: %v", err)
 	}
 }
