@@ -82,6 +82,10 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 		db.Close()
 		return nil, err
 	}
+	if _, err := applyParked(ctx, db, cfg.Reader(), a.log); err != nil {
+		db.Close()
+		return nil, err
+	}
 	a.planner = NewPlanner(cfg.schedule(), loadAutoTimes(ctx, db), a.completed, time.Now())
 	return a, nil
 }

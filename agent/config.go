@@ -8,6 +8,7 @@ import (
 
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/internal/yamlconf"
+	"github.com/fieldsync/fieldsync/projections"
 )
 
 // Config is the device agent's configuration (YAML). Every key has a
@@ -69,6 +70,17 @@ type Config struct {
 	// stopped if resumed within this window, else starts over from the last
 	// applied checkpoint (default 12h).
 	ResumeWindow time.Duration `yaml:"resume_window"`
+	// Kinds, if set, restricts the record kinds the device projects, per
+	// channel (a channel not listed takes every kind). By default every
+	// kind the server publishes is synced: kinds are not compiled into the
+	// agent. Changes of other kinds are parked on the device, not dropped,
+	// and applied at the first start whose kinds take them.
+	Kinds events.KindSet `yaml:"kinds"`
+	// MaxSchemaVersion pins the newest envelope schema the agent reads
+	// (default and maximum: this build's, events.SchemaVersion). Changes of
+	// a newer schema are parked like changes of an excluded kind; against
+	// a server writing a newer schema the agent stops as incompatible.
+	MaxSchemaVersion int `yaml:"max_schema_version"`
 	// Clock replaces time.Now for the retention count (tests).
 	Clock func() time.Time `yaml:"-"`
 }
@@ -162,7 +174,19 @@ func (c Config) Validate() error {
 	if c.BatchSize < 1 || c.BatchSize > 100000 {
 		return fmt.Errorf("agent: config batch_size %d: want 1..100000", c.BatchSize)
 	}
+	if c.MaxSchemaVersion < 0 || c.MaxSchemaVersion > events.SchemaVersion {
+		return fmt.Errorf("agent: config max_schema_version %d: want 1..%d (0: %[2]d)", c.MaxSchemaVersion, events.SchemaVersion)
+	}
+	if err := c.Kinds.Validate(); err != nil {
+		return fmt.Errorf("agent: config kinds: %w", err)
+	}
 	return nil
+}
+
+// Reader is what this agent reads of its streams: the schema and kinds
+// settings (see [projections.Reader]).
+func (c Config) Reader() projections.Reader {
+	return projections.Reader{MaxSchemaVersion: c.MaxSchemaVersion, Kinds: c.Kinds}
 }
 
 // Refresh reports whether syncs are non-blocking (staged until Apply).

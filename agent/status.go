@@ -69,7 +69,11 @@ type Status struct {
 	PendingWrites int `json:"pending_writes"`
 	// BadMessages counts incoming changes the device could not apply, and
 	// stored records left out of listings as unreadable.
-	BadMessages     int `json:"bad_messages"`
+	BadMessages int `json:"bad_messages"`
+	// ParkedChanges counts incoming changes kept for a newer agent (a newer
+	// envelope schema, a kind outside the kinds setting); they are applied
+	// when one starts.
+	ParkedChanges   int `json:"parked_changes"`
 	ProtocolVersion int `json:"protocol_version"`
 }
 
@@ -103,6 +107,9 @@ func (a *Agent) Status(ctx context.Context) (Status, error) {
 		return st, err
 	}
 	st.BadMessages += a.db.UnreadableRecords()
+	if st.ParkedChanges, err = a.db.CountParked(ctx); err != nil {
+		return st, err
+	}
 	counts, err := a.db.OutboxCounts(ctx)
 	if err != nil {
 		return st, err

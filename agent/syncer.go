@@ -24,6 +24,7 @@ type Syncer struct {
 	progress atomic.Pointer[progress]
 	staging  atomic.Bool // the running sync downloads into staging
 	refresh  func() bool // the refresh-mode setting, read at each sync start
+	unparked atomic.Bool // parked changes were re-read with this build's reader
 	upMu     sync.Mutex  // one upload at a time (sync and autosync)
 	resMu    sync.Mutex  // one results reader at a time
 	metrics  syncMetrics // nil: nothing is reported
@@ -83,6 +84,7 @@ type Report struct {
 	Results          int               `json:"results"`
 	Applied          int               `json:"applied"`
 	Rejected         int               `json:"rejected"`
+	Parked           int               `json:"parked"` // kept for a newer build, see store.DB.ApplyParked
 	Channels         []ChannelProgress `json:"channels"`
 }
 
@@ -94,6 +96,10 @@ type Report struct {
 func (s *Syncer) Sync(ctx context.Context, scope Scope) (Report, error) {
 	s.progress.Store(newProgress())
 	r := Report{Scope: scope, Started: time.Now()}
+	if err := s.applyParked(ctx); err != nil {
+		r.Finished = time.Now()
+		return r, err
+	}
 	if err := s.Handshake(ctx); err != nil {
 		r.Finished = time.Now()
 		return r, err
@@ -159,7 +165,7 @@ func (s *Syncer) Handshake(ctx context.Context) error {
 		return ErrOffline
 	}
 	mine := events.LocalHello("agent")
-	mine.DeviceID = s.cfg.DeviceID
+	mine.DeviceID, mine.SchemaVersion = s.cfg.DeviceID, s.cfg.Reader().SchemaVersion()
 	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	defer cancel()
 	_, err := s.client.Hello(hctx, mine)

@@ -82,7 +82,7 @@ func (s *Syncer) fetch(ctx context.Context, unit string, ch events.Channel, cur 
 			f.pending = d.Pending
 		}
 		snapshotLeft -= min(snapshotLeft, uint64(len(ds)))
-		f.batch = projections.Fold(msgs)
+		f.batch = s.cfg.Reader().Fold(msgs)
 		select {
 		case out <- f:
 		case <-ctx.Done():
@@ -117,6 +117,7 @@ func (s *Syncer) applyAll(ctx context.Context, unit string, ch events.Channel, s
 		for _, rj := range f.batch.Rejects {
 			s.log.Warn("sync error recorded", "unit", unitName(unit), "channel", ch, "seq", rj.Seq, "subject", rj.Subject, "code", rj.Code, "err", rj.Err)
 		}
+		logParked(s.log, unit, ch, f.batch.Parked, r)
 		s.progress.Load().add(unit, ch, f.received, f.pending, f.caughtUp)
 		if s.onBatch != nil {
 			s.onBatch(unit, ch, n)

@@ -46,6 +46,9 @@ func (s *Syncer) validWrite(r WriteRequest) (store.Write, error) {
 	if !slices.Contains(s.cfg.OrgUnits, r.OrgUnit) {
 		return w, fmt.Errorf("%w: org unit %q is not one of this device's (%v)", ErrBadWrite, r.OrgUnit, s.cfg.OrgUnits)
 	}
+	if err := s.cfg.Kinds.Check(w.Addr.Channel, w.Addr.Kind); err != nil {
+		return w, fmt.Errorf("%w: the kinds setting leaves %s records out: %w", ErrBadWrite, r.Kind, err)
+	}
 	switch {
 	case w.Op == events.OpDelete && r.Body != nil:
 		return w, fmt.Errorf("%w: a delete carries no body", ErrBadWrite)

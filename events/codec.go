@@ -2,6 +2,7 @@ package events
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -117,10 +118,11 @@ var decPool = sync.Pool{New: func() any {
 }}
 
 // Decode parses and validates one encoded envelope. It never panics: bad
-// bytes give an error wrapping [ErrMalformed] or [ErrTooLarge], a newer
-// schema [ErrUnknownVersion], absent or bad fields [ErrMissingField],
-// [ErrInvalidField] or [ErrUnknownKind], a body that is not a plain map
-// ([ValidateBody]) [ErrInvalidBody].
+// bytes give an error wrapping [ErrMalformed] or [ErrTooLarge], a schema
+// newer than [SchemaVersion] [ErrUnknownVersion] (whatever else the newer
+// envelope holds), absent or bad fields [ErrMissingField] or
+// [ErrInvalidField], a body that is not a plain map ([ValidateBody])
+// [ErrInvalidBody].
 func Decode(b []byte) (*Envelope, error) {
 	e := new(Envelope)
 	if err := DecodeInto(b, e); err != nil {
@@ -130,7 +132,30 @@ func Decode(b []byte) (*Envelope, error) {
 }
 
 // DecodeInto is [Decode] into a caller-owned envelope, for hot loops.
-func DecodeInto(b []byte, e *Envelope) (err error) {
+func DecodeInto(b []byte, e *Envelope) error { return DecodeUpTo(b, e, SchemaVersion) }
+
+// DecodeUpTo is [DecodeInto] for a reader of envelope schemas up to
+// maxVersion (0: [SchemaVersion]). An envelope of a newer schema fails
+// with [ErrUnknownVersion] even when the rest of it does not decode as
+// this build expects, so the caller can keep it for a newer reader rather
+// than discard it as corrupt. Fields are read by key and unknown keys are
+// skipped, so a reader set above [SchemaVersion] reads a newer envelope's
+// fields that this build knows.
+func DecodeUpTo(b []byte, e *Envelope, maxVersion int) error {
+	if maxVersion <= 0 {
+		maxVersion = SchemaVersion
+	}
+	err := decode(b, e, maxVersion)
+	if err == nil || errors.Is(err, ErrUnknownVersion) || errors.Is(err, ErrTooLarge) {
+		return err
+	}
+	if v, ok := PeekVersion(b); ok && v > maxVersion {
+		return fieldErr("v", ErrUnknownVersion, fmt.Sprintf("schema version %d, this reader reads up to %d (%v)", v, maxVersion, err))
+	}
+	return err
+}
+
+func decode(b []byte, e *Envelope, maxVersion int) (err error) {
 	if len(b) > MaxMessageSize {
 		return fmt.Errorf("%w: message is %d bytes, limit %d", ErrTooLarge, len(b), MaxMessageSize)
 	}
@@ -150,7 +175,41 @@ func DecodeInto(b []byte, e *Envelope) (err error) {
 	if x.r.Len() != 0 {
 		return fmt.Errorf("%w: %d trailing bytes", ErrMalformed, x.r.Len())
 	}
-	return e.Validate()
+	return e.validate(maxVersion)
+}
+
+// PeekVersion returns the schema version ("v") of the encoded envelope b
+// without decoding anything else: every other key is skipped, whatever it
+// holds. ok is false if b is not an envelope map with a plausible version.
+func PeekVersion(b []byte) (v int, ok bool) {
+	defer func() {
+		if recover() != nil {
+			v, ok = 0, false
+		}
+	}()
+	d := msgpack.NewDecoder(bytes.NewReader(b))
+	n, err := d.DecodeMapLen()
+	if err != nil || n < 0 || n > 64 {
+		return 0, false
+	}
+	for i := 0; i < n; i++ {
+		key, err := d.DecodeString()
+		if err != nil {
+			return 0, false
+		}
+		if key != keyVersion {
+			if d.Skip() != nil {
+				return 0, false
+			}
+			continue
+		}
+		ver, err := d.DecodeInt64()
+		if err != nil || ver < 0 || ver > maxSchemaVersion {
+			return 0, false
+		}
+		return int(ver), true
+	}
+	return 0, false
 }
 
 func readEnvelope(d *msgpack.Decoder, e *Envelope) error {
@@ -212,8 +271,8 @@ func readField(d *msgpack.Decoder, e *Envelope, key string) error {
 		if err != nil {
 			return malformed(key, err)
 		}
-		if v < 0 || v > 1<<20 {
-			return fieldErr("v", ErrUnknownVersion, fmt.Sprintf("schema version %d", v))
+		if v < 0 || v > maxSchemaVersion {
+			return fieldErr("v", ErrInvalidField, fmt.Sprintf("schema version %d is not a schema version", v))
 		}
 		e.SchemaVersion = int(v)
 	case keyTime:

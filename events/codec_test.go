@@ -84,6 +84,16 @@ func TestDecode_Errors(t *testing.T) {
 		}
 		return raw(m)
 	}
+	withAll := func(set map[string]any) []byte {
+		m := map[string]any{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for k, v := range set {
+			m[k] = v
+		}
+		return raw(m)
+	}
 	cases := []struct {
 		name string
 		in   []byte
@@ -98,7 +108,12 @@ func TestDecode_Errors(t *testing.T) {
 		{"no version", with("v", nil), events.ErrMissingField},
 		{"no id", with("id", nil), events.ErrMissingField},
 		{"bad channel", with("ch", "gossip"), events.ErrInvalidField},
-		{"unknown kind", with("kind", "spaceship"), events.ErrUnknownKind},
+		{"newer version, other field types", withAll(map[string]any{"v": 2, "rid": 12, "op": []any{"x"}}), events.ErrUnknownVersion},
+		{"negative version", with("v", -1), events.ErrInvalidField},
+		{"huge version", with("v", int64(1)<<40), events.ErrInvalidField},
+		{"newer version, corrupt", append(with("v", 2)[:3], 0xc1), events.ErrMalformed},
+		{"bad kind", with("kind", "space ship"), events.ErrInvalidField},
+		{"no kind", with("kind", nil), events.ErrMissingField},
 		{"dotted record id", with("rid", "a.b"), events.ErrInvalidField},
 		{"wildcard org", with("org", "*"), events.ErrInvalidField},
 		{"bad op", with("op", "merge"), events.ErrInvalidField},
@@ -115,6 +130,30 @@ func TestDecode_Errors(t *testing.T) {
 				t.Fatalf("Decode: got %v, want %v", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestDecode_AnyKind(t *testing.T) {
+	m := map[string]any{"id": "e", "org": "u", "ch": "events", "kind": "inspection_round", "rid": "r", "op": "delete", "v": 1, "ts": 5}
+	e, err := events.Decode(mustBody(t, m))
+	if err != nil || e.Kind != "inspection_round" {
+		t.Fatalf("a kind outside the catalogue must decode: %+v, %v", e, err)
+	}
+}
+
+func TestDecodeUpTo(t *testing.T) {
+	m := map[string]any{"id": "e", "org": "u", "ch": "events", "kind": "event", "rid": "r", "op": "delete", "v": 2, "ts": 5, "extra": 1}
+	b := mustBody(t, m)
+	var e events.Envelope
+	if err := events.DecodeInto(b, &e); !errors.Is(err, events.ErrUnknownVersion) {
+		t.Fatalf("this build must not read schema 2: %v", err)
+	}
+	if err := events.DecodeUpTo(b, &e, 2); err != nil || e.SchemaVersion != 2 || e.RecordID != "r" {
+		t.Fatalf("a reader of schema 2: %+v, %v", e, err)
+	}
+	m["v"] = 1
+	if err := events.DecodeUpTo(mustBody(t, m), &e, 0); err != nil {
+		t.Fatalf("max 0 means this build's schema: %v", err)
 	}
 }
 

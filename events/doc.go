@@ -16,4 +16,13 @@
 // The layout lets the broker restrict a device by subject permissions alone:
 // read fs.org.<its units>.> and fs.tenant.>, publish only fs.up.<its id>.>,
 // read only fs.res.<its id>.>.
+//
+// Record kinds are open: any valid token is a kind, and the subject says
+// which channel a record belongs to, so a kind the tenant adds reaches
+// every agent without a release (see [ValidKind], [KindSet]). Envelope
+// schemas are versioned ([SchemaVersion]): a reader meets a newer one as
+// [ErrUnknownVersion], a kind it does not accept as [ErrUnknownKind]; both
+// mean "newer than this reader", not "bad", and a device keeps such
+// changes for a newer build. [Compatible] stops an agent that cannot read
+// the schema its server writes.
 package events

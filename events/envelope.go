@@ -7,8 +7,13 @@ import (
 
 // SchemaVersion is the envelope schema this build writes and the newest it
 // reads. Decoding an envelope with a newer version fails with
-// [ErrUnknownVersion].
+// [ErrUnknownVersion] (see [DecodeUpTo] for a reader pinned to another
+// version).
 const SchemaVersion = 1
+
+// maxSchemaVersion bounds what can be a schema version at all: larger
+// values (and negative ones) are corrupt, not newer.
+const maxSchemaVersion = 1 << 20
 
 // MaxBodySize is the largest encoded record body accepted, in bytes.
 const MaxBodySize = 256 << 10
@@ -98,14 +103,21 @@ func (e *Envelope) Address() Address {
 func (e *Envelope) Subject() (string, error) { return e.Address().Subject() }
 
 // Validate checks every field and returns an error wrapping
-// [ErrMissingField], [ErrInvalidField] or [ErrUnknownVersion]; a body is
-// checked by [ValidateBody] ([ErrInvalidBody], [ErrTooLarge]).
-func (e *Envelope) Validate() error {
+// [ErrMissingField], [ErrInvalidField] or [ErrUnknownVersion] (a schema
+// newer than [SchemaVersion]); a body is checked by [ValidateBody]
+// ([ErrInvalidBody], [ErrTooLarge]).
+func (e *Envelope) Validate() error { return e.validate(SchemaVersion) }
+
+// validate is [Envelope.Validate] for a reader of schemas up to maxVersion.
+func (e *Envelope) validate(maxVersion int) error {
 	if e.SchemaVersion == 0 {
 		return fieldErr("v", ErrMissingField, "schema version missing")
 	}
-	if e.SchemaVersion < 0 || e.SchemaVersion > SchemaVersion {
-		return fieldErr("v", ErrUnknownVersion, fmt.Sprintf("schema version %d, this build reads up to %d", e.SchemaVersion, SchemaVersion))
+	if e.SchemaVersion < 0 || e.SchemaVersion > maxSchemaVersion {
+		return fieldErr("v", ErrInvalidField, fmt.Sprintf("schema version %d is not a schema version", e.SchemaVersion))
+	}
+	if e.SchemaVersion > maxVersion {
+		return fieldErr("v", ErrUnknownVersion, fmt.Sprintf("schema version %d, this reader reads up to %d", e.SchemaVersion, maxVersion))
 	}
 	if e.EventID == "" {
 		return fieldErr("id", ErrMissingField, "event id missing")

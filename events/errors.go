@@ -10,8 +10,10 @@ import (
 var (
 	// ErrMalformed: the bytes are not a well-formed msgpack envelope.
 	ErrMalformed = errors.New("events: malformed envelope")
-	// ErrUnknownVersion: the envelope was written with a schema this build
-	// does not know.
+	// ErrUnknownVersion: the envelope was written with a newer schema than
+	// its reader reads. A device keeps such a change parked until a build
+	// that reads the schema starts; a version that is not a schema version
+	// at all (negative, absurdly large) is [ErrInvalidField].
 	ErrUnknownVersion = errors.New("events: unknown schema version")
 	// ErrMissingField: a required field is absent.
 	ErrMissingField = errors.New("events: missing field")
@@ -19,7 +21,9 @@ var (
 	ErrInvalidField = errors.New("events: invalid field")
 	// ErrTooLarge: a body or message exceeds its size limit.
 	ErrTooLarge = errors.New("events: too large")
-	// ErrUnknownKind: the record kind is not known for the channel.
+	// ErrUnknownKind: the record kind is not among those its reader accepts
+	// (see [KindSet]). A device keeps such a change parked, as for
+	// [ErrUnknownVersion].
 	ErrUnknownKind = errors.New("events: unknown record kind")
 	// ErrBadSubject: a subject does not follow the fieldsync scheme or holds
 	// an invalid token.

@@ -26,8 +26,10 @@ type Hello struct {
 	Role            string `json:"role"` // "agent" or "broker"
 	Protocol        int    `json:"protocol"`
 	MinPeerProtocol int    `json:"min_peer_protocol"`
-	SchemaVersion   int    `json:"schema_version"`
-	DeviceID        string `json:"device_id,omitempty"`
+	// SchemaVersion is the envelope schema the broker side writes, and the
+	// newest the agent reads (its build's, or lower when pinned).
+	SchemaVersion int    `json:"schema_version"`
+	DeviceID      string `json:"device_id,omitempty"`
 }
 
 // LocalHello returns this build's hello for role.
@@ -36,14 +38,21 @@ func LocalHello(role string) Hello {
 }
 
 // Compatible returns nil if agent and broker can sync, otherwise an error
-// wrapping [ErrIncompatible] that says which side must be upgraded.
+// wrapping [ErrIncompatible] that says which side must be upgraded. Besides
+// the protocol ranges, the agent must read the schema the server writes:
+// an agent that cannot must stop, not skip the server's changes. (A change
+// of a newer schema that reaches a compatible agent anyway, say from a
+// publisher upgraded before the broker, is parked on the device, see
+// [ErrUnknownVersion].)
 func Compatible(agent, broker Hello) error {
 	switch {
 	case broker.Protocol < agent.MinPeerProtocol:
 		return fmt.Errorf("%w: the server speaks protocol %d, this agent needs at least %d: upgrade the server", ErrIncompatible, broker.Protocol, agent.MinPeerProtocol)
 	case agent.Protocol < broker.MinPeerProtocol:
 		return fmt.Errorf("%w: this agent speaks protocol %d, the server needs at least %d: upgrade the device agent", ErrIncompatible, agent.Protocol, broker.MinPeerProtocol)
-	case broker.SchemaVersion > agent.SchemaVersion && agent.Protocol < broker.Protocol:
+	case broker.SchemaVersion > agent.SchemaVersion:
+		// Whatever the protocol versions: an agent that went on would read
+		// changes it cannot decode.
 		return fmt.Errorf("%w: the server writes schema %d, this agent reads up to %d: upgrade the device agent", ErrIncompatible, broker.SchemaVersion, agent.SchemaVersion)
 	}
 	return nil

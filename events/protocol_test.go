@@ -30,6 +30,26 @@ func TestCompatible(t *testing.T) {
 	if err := events.Compatible(agent, newerSchema); !errors.Is(err, events.ErrIncompatible) {
 		t.Fatalf("server writing a newer schema: %v", err)
 	}
+	// Same protocol, newer schema: the agent cannot read what the server
+	// writes and must stop rather than skip it.
+	sameProtocol := broker
+	sameProtocol.SchemaVersion = events.SchemaVersion + 1
+	err = events.Compatible(agent, sameProtocol)
+	if !errors.Is(err, events.ErrIncompatible) || !strings.Contains(err.Error(), "upgrade the device agent") {
+		t.Fatalf("server writing a newer schema with the same protocol: %v, want ErrIncompatible", err)
+	}
+	// An agent pinned to an older schema than the server writes stops too;
+	// one that reads newer schemas than the server writes syncs.
+	pinned := agent
+	pinned.SchemaVersion = broker.SchemaVersion - 1
+	if err := events.Compatible(pinned, broker); !errors.Is(err, events.ErrIncompatible) {
+		t.Fatalf("agent pinned below the server's schema: %v", err)
+	}
+	newerAgent := agent
+	newerAgent.SchemaVersion = broker.SchemaVersion + 1
+	if err := events.Compatible(newerAgent, broker); err != nil {
+		t.Fatalf("agent reading newer schemas than the server writes: %v", err)
+	}
 	if _, err := events.ParseHello([]byte(`{"role":"broker"}`)); err == nil {
 		t.Fatal("hello without protocol accepted")
 	}

@@ -50,7 +50,8 @@ type Address struct {
 	RecordID string
 }
 
-// Validate checks the address's tokens and that its kind belongs to its channel.
+// Validate checks the address's channel and tokens. Any channel may carry
+// any well-formed kind (see [ValidKind]).
 func (a Address) Validate() error {
 	if !a.Channel.Valid() {
 		return fieldErr("ch", ErrInvalidField, fmt.Sprintf("unknown channel %q", a.Channel))
@@ -63,7 +64,7 @@ func (a Address) Validate() error {
 			return fieldErr("org", ErrInvalidField, err.Error())
 		}
 	}
-	if err := ValidKind(a.Channel, a.Kind); err != nil {
+	if err := ValidKind(a.Kind); err != nil {
 		return err
 	}
 	if err := ValidToken(a.RecordID); err != nil {

@@ -14,6 +14,10 @@ func TestParseSubject(t *testing.T) {
 		"fs.org.N-2.documents.document.d_9":    {OrgUnit: "N-2", Channel: events.ChannelDocuments, Kind: "document", RecordID: "d_9"},
 		"fs.tenant.admin.role_permission.p1":   {Channel: events.ChannelAdmin, Kind: "role_permission", RecordID: "p1"},
 		"fs.org.south.admin.user_assignment.x": {OrgUnit: "south", Channel: events.ChannelAdmin, Kind: "user_assignment", RecordID: "x"},
+		// Kinds are open: the channel is the subject's, whatever the kind.
+		"fs.org.a.events.setting.r":           {OrgUnit: "a", Channel: events.ChannelEvents, Kind: "setting", RecordID: "r"},
+		"fs.org.a.documents.drawing_rev2.r":   {OrgUnit: "a", Channel: events.ChannelDocuments, Kind: "drawing_rev2", RecordID: "r"},
+		"fs.tenant.admin.holiday_calendar.cy": {Channel: events.ChannelAdmin, Kind: "holiday_calendar", RecordID: "cy"},
 	}
 	for s, want := range good {
 		got, err := events.ParseSubject(s)
@@ -27,7 +31,7 @@ func TestParseSubject(t *testing.T) {
 		}
 	}
 	bad := []string{"", "fs", "nats.org.a.events.event.r", "fs.org.a.events.event", "fs.org.a.events.event.r.extra",
-		"fs.org.*.events.event.r", "fs.org.a.events.event.>", "fs.org.a.gossip.event.r", "fs.org.a.events.setting.r",
+		"fs.org.*.events.event.r", "fs.org.a.events.event.>", "fs.org.a.gossip.event.r", "fs.org.a.events.-x.r", "fs.org.a.events.a*.r",
 		"fs.tenant.events.event.r", "fs.org..events.event.r", "fs.org.a b.events.event.r", "fs.org._x.events.event.r",
 		"fs.org.a.events.event." + strings.Repeat("x", 129)}
 	for _, s := range bad {

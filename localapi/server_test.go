@@ -238,7 +238,7 @@ func TestHandler_Records_BadRequest(t *testing.T) {
 		"/v1/records",
 		"/v1/records?channel=events&limit=-1",
 		"/v1/records?channel=events&offset=x",
-		"/v1/records?channel=events&kind=document",
+		"/v1/records?channel=events&kind=a.b",
 	} {
 		e.wantError(t, http.MethodGet, path, "", http.StatusBadRequest, "bad_request")
 	}

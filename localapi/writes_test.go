@@ -186,7 +186,7 @@ func TestHandler_Write_Errors(t *testing.T) {
 		{"delete with body", `{"org_unit":"north","channel":"events","kind":"event","id":"x1","op":"delete","body":{"a":1}}`, "bad_write"},
 		{"dotted id", `{"org_unit":"north","channel":"events","kind":"event","id":"a.b","body":{"a":1}}`, "bad_write"},
 		{"unknown op", `{"org_unit":"north","channel":"events","kind":"event","id":"x1","op":"merge","body":{"a":1}}`, "bad_write"},
-		{"kind of another channel", `{"org_unit":"north","channel":"events","kind":"document","id":"x1","body":{"a":1}}`, "bad_write"},
+		{"bad kind", `{"org_unit":"north","channel":"events","kind":"a b","id":"x1","body":{"a":1}}`, "bad_write"},
 		{"unknown channel", `{"org_unit":"north","channel":"gossip","kind":"event","id":"x1","body":{"a":1}}`, "bad_write"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -131,9 +131,9 @@ func TestPublisher_Publish_RejectsInvalidEnvelope(t *testing.T) {
 	b := fstest.MustStartBroker(t, "north")
 	ctx := testCtx(t)
 	e := fstest.Change(t, "north", ev, "event", "e1", map[string]any{"v": 1})
-	e.Kind = "spaceship"
-	if _, err := b.Client.Publisher().Publish(ctx, e, natsjs.PublishOptions{}); !errors.Is(err, events.ErrUnknownKind) {
-		t.Fatalf("invalid envelope: %v, want ErrUnknownKind", err)
+	e.Kind = "space ship"
+	if _, err := b.Client.Publisher().Publish(ctx, e, natsjs.PublishOptions{}); !errors.Is(err, events.ErrInvalidField) {
+		t.Fatalf("invalid envelope: %v, want ErrInvalidField", err)
 	}
 	if st, _ := b.Client.UnitState(ctx, "north"); st.Msgs != 0 {
 		t.Fatalf("invalid envelope reached the stream (%d msgs)", st.Msgs)

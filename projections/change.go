@@ -1,8 +1,6 @@
 package projections
 
 import (
-	"fmt"
-
 	"github.com/fieldsync/fieldsync/events"
 )
 
@@ -26,8 +24,10 @@ type Change struct {
 	UpdatedAt int64
 }
 
-// Reject is a message that could not become a change. It is recorded as a
-// sync error; the messages around it are applied normally.
+// Reject is a message that can never become a change: corrupt bytes, a
+// subject outside the scheme, an envelope on another record's subject. It
+// is recorded as a sync error; the messages around it are applied
+// normally. (A change this build merely cannot read is [Parked] instead.)
 type Reject struct {
 	Seq     uint64
 	Subject string
@@ -36,52 +36,21 @@ type Reject struct {
 	Code string
 }
 
-// FromMessage decodes m and checks that the envelope belongs on m's
-// subject. Errors wrap the sentinels of package events.
-func FromMessage(m Message) (Change, error) {
-	addr, err := events.ParseSubject(m.Subject)
-	if err != nil {
-		return Change{}, err
-	}
-	var e events.Envelope
-	if err := events.DecodeInto(m.Data, &e); err != nil {
-		return Change{}, err
-	}
-	if e.Address() != addr {
-		return Change{}, fmt.Errorf("%w: subject %s carries %s/%s/%s/%s", events.ErrSubjectMismatch,
-			m.Subject, e.OrgUnit, e.Channel, e.Kind, e.RecordID)
-	}
-	c := Change{Seq: m.Seq, Addr: addr, EventID: e.EventID, Deleted: e.Op == events.OpDelete,
-		OriginID: e.Origin.DeviceID, UpdatedAt: e.Timestamp.UnixMilli()}
-	if !c.Deleted {
-		c.Body = e.Body
-	}
-	return c, nil
-}
+// FromMessage decodes m with this build's reader (see [Reader.FromMessage]).
+func FromMessage(m Message) (Change, error) { return Reader{}.FromMessage(m) }
 
 // Batch is a run of consecutive messages of one (unit, channel), folded.
 type Batch struct {
 	Changes []Change
 	Rejects []Reject
-	// LastSeq is the highest stream sequence in the batch, applied or
-	// rejected: the checkpoint after the batch.
+	// Parked are the changes the reader could not read but a newer one may
+	// (see [Parkable]): the device keeps them, they are not errors.
+	Parked []Parked
+	// LastSeq is the highest stream sequence in the batch, applied,
+	// parked or rejected: the checkpoint after the batch.
 	LastSeq uint64
 }
 
-// Fold decodes msgs in order into a batch. A message that fails becomes a
-// [Reject]; it never stops the rest.
-func Fold(msgs []Message) Batch {
-	b := Batch{Changes: make([]Change, 0, len(msgs))}
-	for _, m := range msgs {
-		if m.Seq > b.LastSeq {
-			b.LastSeq = m.Seq
-		}
-		c, err := FromMessage(m)
-		if err != nil {
-			b.Rejects = append(b.Rejects, Reject{Seq: m.Seq, Subject: m.Subject, Err: err, Code: Code(err)})
-			continue
-		}
-		b.Changes = append(b.Changes, c)
-	}
-	return b
-}
+// Fold decodes msgs in order into a batch with this build's reader (see
+// [Reader.Fold]).
+func Fold(msgs []Message) Batch { return Reader{}.Fold(msgs) }

@@ -71,7 +71,8 @@ func TestFromMessage_Errors(t *testing.T) {
 		{"upload subject", "fs.up.tab-1.north.events.event.e1", valid, events.ErrBadSubject, "bad_subject"},
 		{"tenant non-admin", "fs.tenant.events.event.e1", env(t, nil, "org"), events.ErrBadSubject, "bad_subject"},
 		{"unknown channel", "fs.org.north.chat.event.e1", valid, events.ErrBadSubject, "bad_subject"},
-		{"unknown kind in subject", "fs.org.north.events.widget.e1", env(t, map[string]any{"kind": "widget"}), events.ErrBadSubject, "bad_subject"},
+		{"bad kind token in subject", "fs.org.north.events.wid*get.e1", env(t, map[string]any{"kind": "wid*get"}), events.ErrBadSubject, "bad_subject"},
+		{"kind token with a leading dash", "fs.org.north.events.-event.e1", valid, events.ErrBadSubject, "bad_subject"},
 		{"bad subject and corrupt bytes", "fs.org.no rth.events.event.e1", []byte{0xc1}, events.ErrBadSubject, "bad_subject"},
 
 		{"other unit", "fs.org.south.events.event.e1", valid, events.ErrSubjectMismatch, "subject_mismatch"},
@@ -81,8 +82,9 @@ func TestFromMessage_Errors(t *testing.T) {
 		{"tenant envelope on org subject", "fs.org.north.admin.setting.s1", env(t, tenantSetting, "org"), events.ErrSubjectMismatch, "subject_mismatch"},
 
 		{"version 2", okSubject, env(t, map[string]any{"v": int64(2)}), events.ErrUnknownVersion, "unknown_version"},
-		{"negative version", okSubject, env(t, map[string]any{"v": int64(-1)}), events.ErrUnknownVersion, "unknown_version"},
-		{"huge version", okSubject, env(t, map[string]any{"v": int64(1) << 40}), events.ErrUnknownVersion, "unknown_version"},
+		{"version 7, fields of other types", okSubject, env(t, map[string]any{"v": int64(7), "rid": int64(1), "op": []any{"x"}}), events.ErrUnknownVersion, "unknown_version"},
+		{"negative version", okSubject, env(t, map[string]any{"v": int64(-1)}), events.ErrInvalidField, "invalid_field"},
+		{"huge version", okSubject, env(t, map[string]any{"v": int64(1) << 40}), events.ErrInvalidField, "invalid_field"},
 		{"version 2 with unknown kind, no body", okSubject, env(t, map[string]any{"v": int64(2), "kind": "widget"}, "body"), events.ErrUnknownVersion, "unknown_version"},
 
 		{"no bytes", okSubject, nil, events.ErrMalformed, "malformed"},
@@ -97,9 +99,10 @@ func TestFromMessage_Errors(t *testing.T) {
 		{"id as integer", okSubject, env(t, map[string]any{"id": int64(7)}), events.ErrMalformed, "malformed"},
 		{"timestamp as string", okSubject, env(t, map[string]any{"ts": "2024-01-01"}), events.ErrMalformed, "malformed"},
 
-		{"unknown kind", okSubject, env(t, map[string]any{"kind": "widget"}), events.ErrUnknownKind, "unknown_kind"},
-		{"kind of another channel", okSubject, env(t, map[string]any{"kind": "document"}), events.ErrUnknownKind, "unknown_kind"},
-		{"event kind on admin", "fs.tenant.admin.setting.s1", env(t, map[string]any{"ch": "admin", "rid": "s1"}, "org"), events.ErrUnknownKind, "unknown_kind"},
+		{"other kind in envelope", okSubject, env(t, map[string]any{"kind": "widget"}), events.ErrSubjectMismatch, "subject_mismatch"},
+		{"kind of another channel", okSubject, env(t, map[string]any{"kind": "document"}), events.ErrSubjectMismatch, "subject_mismatch"},
+		{"event kind on admin", "fs.tenant.admin.setting.s1", env(t, map[string]any{"ch": "admin", "rid": "s1"}, "org"), events.ErrSubjectMismatch, "subject_mismatch"},
+		{"bad kind in envelope", okSubject, env(t, map[string]any{"kind": "a.b"}), events.ErrInvalidField, "invalid_field"},
 
 		// The other sentinels, for completeness.
 		{"no version", okSubject, env(t, nil, "v"), events.ErrMissingField, "missing_field"},
@@ -127,8 +130,19 @@ func TestFromMessage_Errors(t *testing.T) {
 				t.Errorf("FromMessage returned a change with its error: %+v", c)
 			}
 			b := projections.Fold([]projections.Message{m})
-			if len(b.Changes) != 0 || len(b.Rejects) != 1 || b.LastSeq != 42 {
-				t.Fatalf("Fold: %d changes, %d rejects, LastSeq %d", len(b.Changes), len(b.Rejects), b.LastSeq)
+			if len(b.Changes) != 0 || len(b.Rejects)+len(b.Parked) != 1 || b.LastSeq != 42 {
+				t.Fatalf("Fold: %d changes, %d rejects, %d parked, LastSeq %d", len(b.Changes), len(b.Rejects), len(b.Parked), b.LastSeq)
+			}
+			// Only a newer schema is parked: everything else is bad for good.
+			if park := tc.want == events.ErrUnknownVersion; park != (len(b.Parked) == 1) || park != projections.Parkable(err) {
+				t.Fatalf("Fold: parked %d, Parkable %v, want parked only for a newer schema", len(b.Parked), projections.Parkable(err))
+			}
+			if len(b.Parked) == 1 {
+				p := b.Parked[0]
+				if p.Seq != 42 || p.Subject != tc.subject || p.Code != tc.code || !bytes.Equal(p.Data, tc.data) || p.Version < 2 {
+					t.Errorf("Fold parked = %+v, want seq 42, code %q, the bytes and the version", p, tc.code)
+				}
+				return
 			}
 			r := b.Rejects[0]
 			if r.Seq != 42 || r.Subject != tc.subject || r.Code != tc.code || !errors.Is(r.Err, tc.want) {

@@ -1,7 +1,10 @@
 // Package projections turns the messages of a unit stream into changes to
 // the device's local projections of the Events, Admin and Documents
-// channels. It is pure: no NATS, no SQLite, no clock. [FromMessage] decodes
-// and checks one message, [Fold] a batch, and [State] is the reference
-// in-memory projection that the SQLite store must agree with (golden files
-// under testdata/).
+// channels. It is pure: no NATS, no SQLite, no clock. A [Reader] (what a
+// build reads: schema version, kinds) decodes and checks one message
+// ([Reader.FromMessage]) or folds a batch ([Reader.Fold]) into changes,
+// rejects (bad for good) and [Parked] messages (newer than the reader,
+// kept for a newer one). [State] is the reference in-memory projection that
+// the SQLite store must agree with, [State.Unpark] the reference of
+// applying parked messages later (golden files under testdata/).
 package projections

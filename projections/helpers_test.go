@@ -224,6 +224,12 @@ func chunk(msgs []projections.Message, n int) [][]projections.Message {
 // returns the state and every reject folded, in seq order.
 func run(tb testing.TB, msgs []projections.Message, batchSize int) (*projections.State, []projections.Reject) {
 	tb.Helper()
+	return runWith(tb, projections.Reader{}, msgs, batchSize)
+}
+
+// runWith is run with reader r.
+func runWith(tb testing.TB, r projections.Reader, msgs []projections.Message, batchSize int) (*projections.State, []projections.Reject) {
+	tb.Helper()
 	g, keys := groupByStream(msgs)
 	s := projections.NewState()
 	var rejects []projections.Reject
@@ -233,7 +239,7 @@ func run(tb testing.TB, msgs []projections.Message, batchSize int) (*projections
 			size = len(g[st])
 		}
 		for _, part := range chunk(g[st], size) {
-			b := projections.Fold(part)
+			b := r.Fold(part)
 			checkBatch(tb, part, b)
 			rejects = append(rejects, b.Rejects...)
 			s.Apply(st, b)
@@ -255,8 +261,13 @@ func checkBatch(tb testing.TB, msgs []projections.Message, b projections.Batch) 
 	if b.LastSeq != max {
 		tb.Errorf("Fold: LastSeq = %d, want highest seq %d", b.LastSeq, max)
 	}
-	if len(b.Changes)+len(b.Rejects) != len(msgs) {
-		tb.Errorf("Fold: %d changes + %d rejects for %d messages", len(b.Changes), len(b.Rejects), len(msgs))
+	if len(b.Changes)+len(b.Rejects)+len(b.Parked) != len(msgs) {
+		tb.Errorf("Fold: %d changes + %d rejects + %d parked for %d messages", len(b.Changes), len(b.Rejects), len(b.Parked), len(msgs))
+	}
+	for _, p := range b.Parked {
+		if !projections.Parkable(p.Err) || p.Code != projections.Code(p.Err) || len(p.Data) == 0 {
+			tb.Errorf("Fold: parked %d: code %q for error %v, %d bytes", p.Seq, p.Code, p.Err, len(p.Data))
+		}
 	}
 	for i := 1; i < len(b.Changes); i++ {
 		if b.Changes[i].Seq <= b.Changes[i-1].Seq {
@@ -289,10 +300,18 @@ type goldenRecord struct {
 }
 
 type goldenStream struct {
-	Unit       string `json:"unit"`
-	Channel    string `json:"channel"`
-	Checkpoint uint64 `json:"checkpoint"`
-	Rejected   int    `json:"rejected"`
+	Unit       string         `json:"unit"`
+	Channel    string         `json:"channel"`
+	Checkpoint uint64         `json:"checkpoint"`
+	Rejected   int            `json:"rejected"`
+	Parked     []goldenParked `json:"parked,omitempty"`
+}
+
+type goldenParked struct {
+	Seq     uint64 `json:"seq"`
+	Subject string `json:"subject"`
+	Code    string `json:"code"`
+	Version int    `json:"version"`
 }
 
 type goldenReject struct {
@@ -325,15 +344,21 @@ func render(tb testing.TB, s *projections.State, rejects []projections.Reject) [
 		seen[st] = true
 		streams = append(streams, st)
 	}
-	for st := range s.Rejected {
-		if !seen[st] {
-			streams = append(streams, st)
+	for _, m := range []map[projections.Stream]int{s.Rejected, parkedCounts(s)} {
+		for st := range m {
+			if !seen[st] {
+				seen[st] = true
+				streams = append(streams, st)
+			}
 		}
 	}
 	sortStreams(streams)
 	for _, st := range streams {
-		g.Streams = append(g.Streams, goldenStream{Unit: st.Unit, Channel: string(st.Channel),
-			Checkpoint: s.Checkpoints[st], Rejected: s.Rejected[st]})
+		gs := goldenStream{Unit: st.Unit, Channel: string(st.Channel), Checkpoint: s.Checkpoints[st], Rejected: s.Rejected[st]}
+		for _, p := range s.Parked[st] {
+			gs.Parked = append(gs.Parked, goldenParked{Seq: p.Seq, Subject: p.Subject, Code: p.Code, Version: p.Version})
+		}
+		g.Streams = append(g.Streams, gs)
 	}
 	for _, r := range rejects {
 		g.Rejects = append(g.Rejects, goldenReject{Seq: r.Seq, Subject: r.Subject, Code: r.Code})
@@ -343,6 +368,16 @@ func render(tb testing.TB, s *projections.State, rejects []projections.Reject) [
 		tb.Fatal(err)
 	}
 	return append(out, '\n')
+}
+
+func parkedCounts(s *projections.State) map[projections.Stream]int {
+	out := map[projections.Stream]int{}
+	for st, ps := range s.Parked {
+		if len(ps) > 0 {
+			out[st] = len(ps)
+		}
+	}
+	return out
 }
 
 // renderState renders s alone, for comparing states.

@@ -23,6 +23,8 @@ type State struct {
 	Checkpoints map[Stream]uint64
 	// Rejected counts rejected messages per (unit, channel).
 	Rejected map[Stream]int
+	// Parked holds the parked messages per (unit, channel), in stream order.
+	Parked map[Stream][]Parked
 }
 
 // Stream names one (unit, channel) pair, the unit of checkpointing.
@@ -33,27 +35,28 @@ type Stream struct {
 
 // NewState returns an empty state.
 func NewState() *State {
-	return &State{Records: map[events.Address]Record{}, Checkpoints: map[Stream]uint64{}, Rejected: map[Stream]int{}}
+	return &State{Records: map[events.Address]Record{}, Checkpoints: map[Stream]uint64{}, Rejected: map[Stream]int{},
+		Parked: map[Stream][]Parked{}}
 }
 
 // Apply folds b, read from stream st, into s. Changes at or below the
 // stream's checkpoint are ignored (never applied twice), as are changes
-// older than the record's current version.
+// older than the record's current version. Parked messages are kept; a
+// change supersedes the parked messages of its record that are older than
+// it, whether it is applied or not, so that a parked change can never
+// overwrite (or resurrect) a record with an older state later.
 func (s *State) Apply(st Stream, b Batch) {
 	cp := s.Checkpoints[st]
+	for _, p := range b.Parked {
+		if p.Seq > cp {
+			s.Parked[st] = append(s.Parked[st], p)
+		}
+	}
+	sort.SliceStable(s.Parked[st], func(i, j int) bool { return s.Parked[st][i].Seq < s.Parked[st][j].Seq })
 	for _, c := range b.Changes {
-		if c.Seq <= cp {
-			continue
+		if c.Seq > cp {
+			s.change(st, c)
 		}
-		cur, ok := s.Records[c.Addr]
-		if ok && cur.Version >= c.Seq {
-			continue
-		}
-		if c.Deleted {
-			delete(s.Records, c.Addr)
-			continue
-		}
-		s.Records[c.Addr] = Record{Addr: c.Addr, Version: c.Seq, EventID: c.EventID, Body: c.Body, UpdatedAt: c.UpdatedAt}
 	}
 	for _, r := range b.Rejects {
 		if r.Seq > cp {
@@ -63,6 +66,65 @@ func (s *State) Apply(st Stream, b Batch) {
 	if b.LastSeq > cp {
 		s.Checkpoints[st] = b.LastSeq
 	}
+}
+
+// change applies c unless the record holds a newer version, and drops the
+// parked messages of c's record older than c. It reports whether c was
+// applied.
+func (s *State) change(st Stream, c Change) bool {
+	kept := s.Parked[st][:0]
+	for _, p := range s.Parked[st] {
+		if p.Addr != c.Addr || p.Seq >= c.Seq {
+			kept = append(kept, p)
+		}
+	}
+	s.Parked[st] = kept
+	if cur, ok := s.Records[c.Addr]; ok && cur.Version >= c.Seq {
+		return false
+	}
+	if c.Deleted {
+		delete(s.Records, c.Addr)
+		return true
+	}
+	s.Records[c.Addr] = Record{Addr: c.Addr, Version: c.Seq, EventID: c.EventID, Body: c.Body, UpdatedAt: c.UpdatedAt}
+	return true
+}
+
+// Unpark re-reads every parked message with r, stream by stream in stream
+// order: what r reads is applied as [State.Apply] would have, what r finds
+// corrupt is counted as rejected, and what r cannot read either stays
+// parked. It returns how many were applied.
+func (s *State) Unpark(r Reader) int {
+	applied := 0
+	for st, parked := range s.Parked {
+		left := make([]Parked, 0, len(parked))
+		var got []Change
+		for _, p := range parked {
+			if !r.MayRead(p) {
+				left = append(left, p)
+				continue
+			}
+			c, err := r.FromMessage(p.Message())
+			switch {
+			case err == nil:
+				got = append(got, c)
+			case Parkable(err):
+				left = append(left, park(p.Message(), err))
+			default:
+				s.Rejected[st]++
+			}
+		}
+		s.Parked[st] = left
+		for _, c := range got {
+			if s.change(st, c) {
+				applied++
+			}
+		}
+		if len(s.Parked[st]) == 0 {
+			delete(s.Parked, st)
+		}
+	}
+	return applied
 }
 
 // Sorted returns the records ordered by unit, channel, kind and id.

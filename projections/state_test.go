@@ -21,13 +21,16 @@ const (
 // with its code.
 var wantRejects = map[uint64]string{
 	8:  "malformed",        // corrupt bytes (map16 header claiming 44478 keys)
-	15: "unknown_version",  // "v": 2
 	16: "bad_subject",      // unit token "no*rth"
 	21: "subject_mismatch", // subject says unit north, envelope says south
-	22: "unknown_kind",     // valid subject, envelope kind "widget"
-	23: "bad_subject",      // kind "widget" in the subject itself
+	22: "subject_mismatch", // subject says kind event, envelope says widget
 	28: "invalid_field",    // envelope record id "e4.x"
 	33: "malformed",        // truncated envelope, last message of the tenant stream
+}
+
+// wantParked lists the messages of two_units.jsonl this build parks.
+var wantParked = map[uint64]string{
+	15: "unknown_version", // "v": 2
 }
 
 func TestState_Apply_Golden(t *testing.T) {
@@ -58,6 +61,18 @@ func TestState_Apply_Golden(t *testing.T) {
 	if len(rejects) != len(wantRejects) {
 		t.Errorf("%d rejects, want %d", len(rejects), len(wantRejects))
 	}
+	nparked := 0
+	for _, ps := range s.Parked {
+		for _, p := range ps {
+			nparked++
+			if want, ok := wantParked[p.Seq]; !ok || p.Code != want {
+				t.Errorf("seq %d (%s) parked with %q (%v), want %q", p.Seq, p.Subject, p.Code, p.Err, want)
+			}
+		}
+	}
+	if nparked != len(wantParked) {
+		t.Errorf("%d parked, want %d", nparked, len(wantParked))
+	}
 	for _, r := range rejects {
 		if want, ok := wantRejects[r.Seq]; !ok || r.Code != want {
 			t.Errorf("seq %d (%s) rejected with %q (%v), want %q", r.Seq, r.Subject, r.Code, r.Err, want)
@@ -71,7 +86,8 @@ func TestState_Apply_Golden(t *testing.T) {
 	checkRecord(t, s, addr("south", events.ChannelEvents, "event", "e1"), 32)                // same id as north's e1
 	checkRecord(t, s, addr("south", events.ChannelEvents, "finding", "f9"), 0)               // mismatch never lands
 	checkRecord(t, s, addr("north", events.ChannelEvents, "finding", "f9"), 0)
-	checkRecord(t, s, addr("north", events.ChannelEvents, "event", "e3"), 0) // unknown version
+	checkRecord(t, s, addr("north", events.ChannelEvents, "event", "e3"), 0)   // newer version, parked
+	checkRecord(t, s, addr("south", events.ChannelEvents, "widget", "w1"), 23) // a kind outside the catalogue
 
 	got := render(t, s, rejects)
 	path := filepath.Join("testdata", goldenOutput)

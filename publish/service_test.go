@@ -144,6 +144,16 @@ func TestService_Publish(t *testing.T) {
 	if tenant.Error != nil || tenant.Stream != events.TenantStream {
 		t.Fatalf("tenant-wide publish: %+v", tenant)
 	}
+
+	// A kind the compliance app's catalogue does not list: kinds are open,
+	// the tenant adds one by publishing it.
+	newKind := svc.Publish(ctx, publish.Request{OrgUnit: "north", Channel: "events", Kind: "inspection_round", RecordID: "i1", Body: map[string]any{"v": 1}})
+	if newKind.Error != nil {
+		t.Fatalf("new kind: %+v", newKind)
+	}
+	if _, body := storedBody(t, b, events.Address{OrgUnit: "north", Channel: events.ChannelEvents, Kind: "inspection_round", RecordID: "i1"}); body["v"] == nil {
+		t.Fatalf("new kind stored %v", body)
+	}
 }
 
 func TestService_Publish_Duplicate(t *testing.T) {
@@ -230,8 +240,8 @@ func TestService_Publish_Invalid(t *testing.T) {
 		r    publish.Request
 	}{
 		{"bad channel", publish.Request{OrgUnit: "north", Channel: "gossip", Kind: "event", RecordID: "r1", Body: body}},
-		{"kind not of channel", publish.Request{OrgUnit: "north", Channel: "events", Kind: "document", RecordID: "r1", Body: body}},
-		{"unknown kind", publish.Request{OrgUnit: "north", Channel: "events", Kind: "spaceship", RecordID: "r1", Body: body}},
+		{"bad kind", publish.Request{OrgUnit: "north", Channel: "events", Kind: "space.ship", RecordID: "r1", Body: body}},
+		{"no kind", publish.Request{OrgUnit: "north", Channel: "events", RecordID: "r1", Body: body}},
 		{"dotted record id", publish.Request{OrgUnit: "north", Channel: "events", Kind: "event", RecordID: "a.b", Body: body}},
 		{"wildcard record id", publish.Request{OrgUnit: "north", Channel: "events", Kind: "event", RecordID: "*", Body: body}},
 		{"empty record id", publish.Request{OrgUnit: "north", Channel: "events", Kind: "event", Body: body}},

@@ -31,7 +31,8 @@ type Batch struct {
 
 // Apply applies b and advances the (unit, channel) checkpoint in one
 // transaction. Changes at or below the current checkpoint are skipped, so
-// a batch delivered twice is applied once. It returns how many changes were
+// a batch delivered twice is applied once. Parked changes are kept for a
+// newer build (see [DB.ApplyParked]). It returns how many changes were
 // applied.
 func (db *DB) Apply(ctx context.Context, b Batch) (int, error) {
 	if !b.Channel.Valid() {
@@ -55,6 +56,9 @@ func (db *DB) Apply(ctx context.Context, b Batch) (int, error) {
 		if err != nil {
 			return err
 		}
+		if err := keepParked(ctx, tx, &b, cp.LastSeq, changes); err != nil {
+			return err
+		}
 		if err := insertRejects(ctx, tx, b.Unit, b.Channel, rejects); err != nil {
 			return err
 		}
@@ -64,8 +68,9 @@ func (db *DB) Apply(ctx context.Context, b Batch) (int, error) {
 	return applied, err
 }
 
-// split returns the changes and rejects above checkpoint cp; a change that
-// is not of the batch's (unit, channel) becomes a reject.
+// split returns the changes and rejects above checkpoint cp; a change (or
+// parked change) that is not of the batch's (unit, channel) becomes a
+// reject.
 func (b *Batch) split(cp uint64) ([]projections.Change, []projections.Reject) {
 	changes := make([]projections.Change, 0, len(b.Changes))
 	var rejects []projections.Reject
@@ -82,6 +87,12 @@ func (b *Batch) split(cp uint64) ([]projections.Change, []projections.Reject) {
 	for _, r := range b.Rejects {
 		if r.Seq > cp {
 			rejects = append(rejects, r)
+		}
+	}
+	for _, p := range b.Parked {
+		if p.Seq > cp && !b.owns(p.Addr) {
+			rejects = append(rejects, projections.Reject{Seq: p.Seq, Subject: p.Subject, Code: "wrong_stream",
+				Err: fmt.Errorf("change for %s/%s read from %s/%s", p.Addr.OrgUnit, p.Addr.Channel, b.Unit, b.Channel)})
 		}
 	}
 	return changes, rejects

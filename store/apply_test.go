@@ -156,10 +156,10 @@ func TestDB_Apply_RecordsRejects(t *testing.T) {
 	db := mustOpenDB(t)
 	good := upsertAt(t, 1, "north", ev, "event", "e1", map[string]any{"a": 1})
 	// Real rejects, produced by folding real messages: garbage bytes and a
-	// subject naming a kind the channel does not carry.
+	// subject with a bad kind token.
 	msgs := []projections.Message{
 		{Subject: "fs.org.north.events.event.e2", Seq: 2, Data: []byte{0xc1, 0x00}},
-		{Subject: "fs.org.north.events.spaceship.x", Seq: 3, Data: []byte{0x80}},
+		{Subject: "fs.org.north.events.space*ship.x", Seq: 3, Data: []byte{0x80}},
 	}
 	folded := projections.Fold(msgs)
 	if len(folded.Rejects) != 2 {

@@ -169,7 +169,7 @@ func (q Query) conds() ([]string, []any, error) {
 		conds, args = append(conds, "org_unit = ?"), append(args, q.Unit)
 	}
 	if q.Kind != "" {
-		if err := events.ValidKind(q.Channel, q.Kind); err != nil {
+		if err := events.ValidKind(q.Kind); err != nil {
 			return nil, nil, fmt.Errorf("%w: %v", ErrBadQuery, err)
 		}
 		conds, args = append(conds, "kind = ?"), append(args, q.Kind)

@@ -145,8 +145,8 @@ func TestDB_Records_BadQuery(t *testing.T) {
 	for _, q := range []store.Query{
 		{Channel: "gossip", Unit: store.AnyUnit},
 		{Channel: "", Unit: store.AnyUnit},
-		{Channel: events.ChannelAdmin, Unit: store.AnyUnit, Kind: "event"},
-		{Channel: events.ChannelDocuments, Unit: "north", Kind: "spaceship"},
+		{Channel: events.ChannelAdmin, Unit: store.AnyUnit, Kind: "a.b"},
+		{Channel: events.ChannelDocuments, Unit: "north", Kind: "space ship"},
 	} {
 		if _, err := db.Records(ctx, q); !errors.Is(err, store.ErrBadQuery) {
 			t.Errorf("Records(%+v) error = %v, want ErrBadQuery", q, err)

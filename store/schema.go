@@ -9,8 +9,12 @@ import (
 )
 
 // migrations are applied in order; PRAGMA user_version counts the applied.
-// Never edit one that has shipped: append a new one.
+// Each is fixed text, never assembled from Go code that may change: a
+// migration that has shipped has run on devices already and must never be
+// edited (TestMigrations_Shipped pins their hashes); append a new one.
 var migrations = []string{
+	// 1: device metadata, checkpoints, recorded bad messages and the three
+	// channel tables (written out as recordTable and indexSQL generated them).
 	`CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 	CREATE TABLE checkpoints (
 		org_unit   TEXT NOT NULL,
@@ -29,8 +33,37 @@ var migrations = []string{
 		seq      INTEGER NOT NULL,
 		subject  TEXT NOT NULL,
 		code     TEXT NOT NULL,
-		message  TEXT NOT NULL);` +
-		recordTable(events.ChannelEvents) + recordTable(events.ChannelAdmin) + recordTable(events.ChannelDocuments),
+		message  TEXT NOT NULL);CREATE TABLE records_events (
+		org_unit   TEXT NOT NULL,
+		kind       TEXT NOT NULL,
+		record_id  TEXT NOT NULL,
+		version    INTEGER NOT NULL,
+		event_id   TEXT NOT NULL,
+		origin     TEXT NOT NULL DEFAULT '',
+		updated_at INTEGER NOT NULL,
+		body       BLOB NOT NULL);
+	CREATE UNIQUE INDEX IF NOT EXISTS records_events_key ON records_events (org_unit, kind, record_id);
+	CREATE INDEX IF NOT EXISTS records_events_recent ON records_events (kind, updated_at);CREATE TABLE records_admin (
+		org_unit   TEXT NOT NULL,
+		kind       TEXT NOT NULL,
+		record_id  TEXT NOT NULL,
+		version    INTEGER NOT NULL,
+		event_id   TEXT NOT NULL,
+		origin     TEXT NOT NULL DEFAULT '',
+		updated_at INTEGER NOT NULL,
+		body       BLOB NOT NULL);
+	CREATE UNIQUE INDEX IF NOT EXISTS records_admin_key ON records_admin (org_unit, kind, record_id);
+	CREATE INDEX IF NOT EXISTS records_admin_recent ON records_admin (kind, updated_at);CREATE TABLE records_documents (
+		org_unit   TEXT NOT NULL,
+		kind       TEXT NOT NULL,
+		record_id  TEXT NOT NULL,
+		version    INTEGER NOT NULL,
+		event_id   TEXT NOT NULL,
+		origin     TEXT NOT NULL DEFAULT '',
+		updated_at INTEGER NOT NULL,
+		body       BLOB NOT NULL);
+	CREATE UNIQUE INDEX IF NOT EXISTS records_documents_key ON records_documents (org_unit, kind, record_id);
+	CREATE INDEX IF NOT EXISTS records_documents_recent ON records_documents (kind, updated_at);`,
 	// 2: offline writes. outbox queues the device's mutations in order;
 	// pending is the live overlay (the device's own unconfirmed state of a
 	// record, shown on top of the server's); retention schedules the
@@ -111,27 +144,34 @@ var migrations = []string{
 		detail   TEXT NOT NULL DEFAULT '{}');`,
 	// 5: finding applied-but-unmerged staged rows without a scan.
 	`CREATE INDEX staged_gen ON staged (channel, gen);`,
-}
-
-// recordTable is the projection table of one channel. Its indexes are
-// created separately (see indexSQL) so a bulk load can build them last.
-func recordTable(ch events.Channel) string {
-	return fmt.Sprintf(`CREATE TABLE %s (
-		org_unit   TEXT NOT NULL,
-		kind       TEXT NOT NULL,
-		record_id  TEXT NOT NULL,
-		version    INTEGER NOT NULL,
-		event_id   TEXT NOT NULL,
-		origin     TEXT NOT NULL DEFAULT '',
-		updated_at INTEGER NOT NULL,
-		body       BLOB NOT NULL);
-	`, table(ch)) + indexSQL(ch)
+	// 6: parked changes: read from a unit stream but newer than the build
+	// that read them (a newer envelope schema, a kind it does not accept),
+	// kept as received until a build that reads them applies them (see
+	// parked.go). kind, record_id and version repeat what subject and data
+	// say, so a build can tell without decoding what it may read and which
+	// parked changes a newer change of the same record supersedes.
+	`CREATE TABLE parked (
+		id        INTEGER PRIMARY KEY,
+		org_unit  TEXT NOT NULL,
+		channel   TEXT NOT NULL,
+		seq       INTEGER NOT NULL,
+		subject   TEXT NOT NULL,
+		kind      TEXT NOT NULL,
+		record_id TEXT NOT NULL,
+		version   INTEGER NOT NULL,
+		data      BLOB NOT NULL,
+		reason    TEXT NOT NULL,
+		message   TEXT NOT NULL,
+		parked_at INTEGER NOT NULL,
+		UNIQUE (org_unit, channel, seq));
+	CREATE INDEX parked_record ON parked (org_unit, channel, kind, record_id, seq);`,
 }
 
 func table(ch events.Channel) string { return "records_" + string(ch) }
 
 // indexSQL creates a channel table's indexes: the unique record key and a
-// listing index (kind, most recently changed first).
+// listing index (kind, most recently changed first). A bulk load drops and
+// re-creates them; the text matches migration 1's.
 func indexSQL(ch events.Channel) string {
 	t := table(ch)
 	return fmt.Sprintf(`CREATE UNIQUE INDEX IF NOT EXISTS %[1]s_key ON %[1]s (org_unit, kind, record_id);

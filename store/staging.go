@@ -187,6 +187,9 @@ func (db *DB) stage(ctx context.Context, b Batch) (int, error) {
 		if err := stageChanges(ctx, tx, gen, changes); err != nil {
 			return err
 		}
+		if err := keepParked(ctx, tx, &b, cp.LastSeq, changes); err != nil {
+			return err
+		}
 		if err := insertRejects(ctx, tx, b.Unit, b.Channel, rejects); err != nil {
 			return err
 		}

@@ -17,8 +17,8 @@ type WipeReport struct {
 }
 
 // Wipe removes every piece of org data from the device: projections, the
-// outbox and its overlay, checkpoints, recorded bad messages and the
-// sync-progress metadata. Device identity settings in meta that keys lists
+// outbox and its overlay, checkpoints, recorded bad messages, parked
+// changes and the sync-progress metadata. Device identity settings in meta that keys lists
 // are kept.
 func (db *DB) Wipe(ctx context.Context, keep ...string) (WipeReport, error) {
 	var r WipeReport
@@ -34,7 +34,7 @@ func (db *DB) Wipe(ctx context.Context, keep ...string) (WipeReport, error) {
 			return err
 		}
 		for _, t := range []string{"records_events", "records_admin", "records_documents", "outbox", "pending",
-			"retention", "checkpoints", "sync_errors", "staged", "staged_checkpoints"} {
+			"retention", "checkpoints", "sync_errors", "staged", "staged_checkpoints", "parked"} {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM `+t); err != nil {
 				return err
 			}
