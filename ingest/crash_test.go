@@ -13,8 +13,9 @@ import (
 
 // expireIngestAcks lets uploads a stopped ingester held unacknowledged be
 // redelivered now instead of after the durable's ack wait (10–30 s): it
-// shortens the ack wait so the broker queues them for redelivery (the next
-// Run restores the ack wait, which does not take them off that queue).
+// shortens the ack wait, takes each held upload back from the broker once
+// it has expired (its redelivery) and hands it back with a Nak, which the
+// broker redelivers at once to the next ingester.
 func (h *harness) expireIngestAcks() {
 	h.t.Helper()
 	ctx := testCtx(h.t)
@@ -22,12 +23,28 @@ func (h *harness) expireIngestAcks() {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	held := cons.CachedInfo().NumAckPending
 	cfg := cons.CachedInfo().Config
 	cfg.AckWait = 100 * time.Millisecond
 	if _, err := h.js.UpdateConsumer(ctx, events.UploadStream, cfg); err != nil {
 		h.t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond) // the broker's pending check runs 100 ms after the update
+	expired := map[uint64]bool{}
+	eventually(h.t, fmt.Sprintf("the %d held uploads to expire", held), func() bool {
+		batch, err := cons.FetchNoWait(max(held, 1))
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			if md, err := m.Metadata(); err == nil && md.NumDelivered > 1 {
+				expired[md.Sequence.Stream] = true
+			}
+			if err := m.Nak(); err != nil {
+				h.t.Fatal(err)
+			}
+		}
+		return len(expired) >= held
+	})
 }
 
 func TestIngester_Run_CrashMidBatchAppliesEachMutationOnce(t *testing.T) {

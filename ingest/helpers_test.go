@@ -34,13 +34,7 @@ func testCtx(tb testing.TB) context.Context {
 // eventually polls cond until it holds or waitFor passes.
 func eventually(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", waitFor, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	fstest.Eventually(tb, waitFor, cond, "waiting for %s", what)
 }
 
 // harness is one embedded broker with the ingest streams, plus what the
