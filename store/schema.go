@@ -111,6 +111,45 @@ var migrations = []string{
 		detail   TEXT NOT NULL DEFAULT '{}');`,
 	// 5: finding applied-but-unmerged staged rows without a scan.
 	`CREATE INDEX staged_gen ON staged (channel, gen);`,
+	// 6: staging generations. A download that is still running stages into
+	// the generation after the last completed one and waits for its own
+	// Apply, so staged rows and staged positions are kept per generation
+	// (a record may be staged in several); ready_gen names the last
+	// completed download, the one Apply makes live.
+	`CREATE TABLE staged_v6 (
+		channel    TEXT NOT NULL,
+		org_unit   TEXT NOT NULL,
+		kind       TEXT NOT NULL,
+		record_id  TEXT NOT NULL,
+		gen        INTEGER NOT NULL,
+		version    INTEGER NOT NULL,
+		event_id   TEXT NOT NULL,
+		origin     TEXT NOT NULL DEFAULT '',
+		updated_at INTEGER NOT NULL,
+		deleted    INTEGER NOT NULL,
+		body       BLOB,
+		PRIMARY KEY (channel, org_unit, kind, record_id, gen)) WITHOUT ROWID;
+	INSERT INTO staged_v6 SELECT channel, org_unit, kind, record_id, gen, version, event_id, origin, updated_at, deleted, body FROM staged;
+	DROP TABLE staged;
+	ALTER TABLE staged_v6 RENAME TO staged;
+	CREATE INDEX staged_gen ON staged (channel, gen);
+	CREATE TABLE staged_checkpoints_v6 (
+		org_unit   TEXT NOT NULL,
+		channel    TEXT NOT NULL,
+		gen        INTEGER NOT NULL,
+		last_seq   INTEGER NOT NULL DEFAULT 0,
+		snapshot_done INTEGER NOT NULL DEFAULT 0,
+		applied    INTEGER NOT NULL DEFAULT 0,
+		rejected   INTEGER NOT NULL DEFAULT 0,
+		updated_at INTEGER NOT NULL DEFAULT 0,
+		PRIMARY KEY (org_unit, channel, gen)) WITHOUT ROWID;
+	INSERT INTO staged_checkpoints_v6 SELECT org_unit, channel,
+		coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'staging_gen'), 1),
+		last_seq, snapshot_done, applied, rejected, updated_at FROM staged_checkpoints;
+	DROP TABLE staged_checkpoints;
+	ALTER TABLE staged_checkpoints_v6 RENAME TO staged_checkpoints;
+	INSERT OR REPLACE INTO meta (key, value) SELECT 'ready_gen', value FROM meta
+		WHERE key = 'staging_gen' AND EXISTS (SELECT 1 FROM meta WHERE key = 'staging_ready_at');`,
 }
 
 // recordTable is the projection table of one channel. Its indexes are
