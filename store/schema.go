@@ -150,6 +150,14 @@ var migrations = []string{
 	ALTER TABLE staged_checkpoints_v6 RENAME TO staged_checkpoints;
 	INSERT OR REPLACE INTO meta (key, value) SELECT 'ready_gen', value FROM meta
 		WHERE key = 'staging_gen' AND EXISTS (SELECT 1 FROM meta WHERE key = 'staging_ready_at');`,
+	// 7: write results that arrive while their channel is in bulk mode
+	// (its unique index dropped) wait here and are applied when the load
+	// ends, in the transaction that builds the index.
+	`CREATE TABLE deferred_results (
+		id      INTEGER PRIMARY KEY,
+		channel TEXT NOT NULL,
+		result  BLOB NOT NULL,
+		until   INTEGER NOT NULL);`,
 }
 
 // recordTable is the projection table of one channel. Its indexes are
