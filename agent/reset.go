@@ -33,7 +33,7 @@ func (s *Syncer) Reset(ctx context.Context, confirmWait time.Duration) (Report, 
 		if s.beforeWipe != nil {
 			s.beforeWipe(attempt)
 		}
-		r, err := s.db.WipeConfirmed(ctx, metaLastUsed, "results_seq")
+		r, err := s.db.WipeConfirmed(ctx, resetKeeps()...)
 		switch {
 		case err == nil:
 			s.log.Info("sync now: local data cleared, reloading", "records", r.Records, "unsent", r.Unsent)
@@ -45,6 +45,18 @@ func (s *Syncer) Reset(ctx context.Context, confirmWait time.Duration) (Report, 
 		}
 		s.log.Debug("sync now: a local write arrived while settling, settling again", "attempt", attempt)
 	}
+}
+
+// resetKeeps are the meta keys Sync Now keeps besides device settings:
+// when the device was last used (the retention count), the results
+// stream position, and when each automatic sync last ran (a manual sync
+// never moves the schedule).
+func resetKeeps() []string {
+	keep := []string{metaLastUsed, "results_seq"}
+	for _, s := range []Scope{ScopeFull, ScopeEvents, ScopeAdmin, ScopeDocuments} {
+		keep = append(keep, autoKey(s))
+	}
+	return keep
 }
 
 // resetAttempts bounds how often Reset settles again because local writes

@@ -70,6 +70,10 @@ func TestAgent_SyncNow_KeepsConcurrentWrites(t *testing.T) {
 	if err := a.SetRefreshMode(ctx, true); err != nil { // ...switched on by the user
 		t.Fatal(err)
 	}
+	autoBefore, err := a.DB().Meta(ctx, autoKey(ScopeFull))
+	if err != nil || autoBefore == "" {
+		t.Fatalf("the initial (automatic) sync left no schedule time: %q, %v", autoBefore, err)
+	}
 	s := a.currentSyncer()
 	w := &resetWriter{a: a}
 	const rounds = 50
@@ -125,6 +129,9 @@ func TestAgent_SyncNow_KeepsConcurrentWrites(t *testing.T) {
 	}
 	if v, err := a.DB().Meta(ctx, metaRefreshMode); err != nil || v != "on" {
 		t.Fatalf("refresh-mode setting after sync now: %q, %v; want on", v, err)
+	}
+	if v, err := a.DB().Meta(ctx, autoKey(ScopeFull)); err != nil || v != autoBefore {
+		t.Fatalf("last automatic sync after sync now: %q, %v; want %q (a manual sync does not move the schedule)", v, err, autoBefore)
 	}
 	t.Logf("%d rounds, %d writes answered OK, all kept", rounds, len(w.ok))
 }

@@ -145,7 +145,7 @@ func TestDB_ApplyStaged_TwoCompletedDownloads(t *testing.T) {
 	if n := mustCount(t, db, store.Query{Channel: ev, Unit: "north"}); n != 2 {
 		t.Fatalf("count %d after Apply, want 2", n)
 	}
-	for chunk := 1; ; chunk++ { // merge one row at a time: every step shows the same view
+	for { // merge one row at a time: every step shows the same view
 		n, err := db.MergeApplied(ctx, 1)
 		if err != nil {
 			t.Fatal(err)
@@ -183,4 +183,30 @@ func TestDB_LocalWrite_BaseIsAppliedStagedVersion(t *testing.T) {
 			t.Errorf("pending %s: %+v, want version %d", id, r, want)
 		}
 	}
+}
+
+// A download interrupted for longer than the resume window is discarded,
+// but a completed one waiting for Apply is kept: the next download
+// continues from its position.
+func TestDB_BeginStaging_DiscardsOnlyTheInterruptedDownload(t *testing.T) {
+	ctx := context.Background()
+	db := liveLoaded(t)
+	mustBeginStaging(t, db)
+	mustStage(t, db, upsertAt(t, 3, "north", ev, "event", "a", map[string]any{"v": 3}))
+	mustMarkReady(t, db)
+	mustBeginStaging(t, db) // interrupted after one batch
+	mustStage(t, db, upsertAt(t, 4, "north", ev, "event", "b", map[string]any{"v": 4}))
+
+	resumed, discarded, err := db.BeginStaging(ctx, time.Hour, time.Now().Add(2*time.Hour))
+	if err != nil || resumed || !discarded {
+		t.Fatalf("BeginStaging after the window: resumed %v, discarded %v, %v; want discarded", resumed, discarded, err)
+	}
+	if cp, err := db.StagingCheckpoint(ctx, "north", ev); err != nil || cp.LastSeq != 3 {
+		t.Fatalf("position after the discard %+v, %v; want the completed download's 3", cp, err)
+	}
+	if st, err := db.StagingState(ctx); err != nil || st.Changes != 1 || st.Downloading != 0 || st.Ready == nil {
+		t.Fatalf("staging %+v, %v; want the completed download's 1 change ready", st, err)
+	}
+	mustApplyStaged(t, db)
+	requireVersions(t, db, "after Apply", map[string]uint64{"a": 3, "b": 2})
 }
