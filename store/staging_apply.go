@@ -66,9 +66,9 @@ func promoteCheckpoints(ctx context.Context, tx *sql.Tx, gen int64) error {
 // transaction: it raises applied_gen to its generation (the live view
 // starts reading its rows) and makes its staged positions the checkpoints.
 // A download still running stays staged in its own generation, its
-// positions with it. The cost does not depend on how many changes are
-// staged. A crash before its commit leaves the old state and the staging
-// intact. It returns how many records changed, and fails with
+// positions with it. Besides counting the changes it writes a few meta
+// rows and positions, however many changes are staged. A crash before its
+// commit leaves the old state and the staging intact. It returns how many records changed, and fails with
 // [ErrNothingToApply] when no completed download waits.
 func (db *DB) ApplyStaged(ctx context.Context, now time.Time) (int, error) {
 	n := 0
@@ -139,13 +139,12 @@ func (db *DB) mergeChunk(ctx context.Context, chunk int) (int, error) {
 	return n, nil
 }
 
-// DropStaging merges what was applied and discards every staged download
-// not applied, completed or not (blocking sync does not stage).
+// DropStaging discards every staged download not applied, completed or
+// not, and then merges what was applied (blocking sync does not stage).
+// Discarding first closes the door on an Apply: none can add applied rows
+// under a blocking download's live changes afterwards.
 func (db *DB) DropStaging(ctx context.Context) error {
-	if _, err := db.MergeApplied(ctx, 5000); err != nil {
-		return err
-	}
-	return db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
 		g, err := readGens(ctx, tx)
 		if err != nil {
 			return err
@@ -156,4 +155,9 @@ func (db *DB) DropStaging(ctx context.Context) error {
 		_, err = tx.ExecContext(ctx, `DELETE FROM meta WHERE key IN (?, ?)`, metaStagingReady, metaReadyGen)
 		return err
 	})
+	if err != nil {
+		return err
+	}
+	_, err = db.MergeApplied(ctx, 5000)
+	return err
 }

@@ -62,12 +62,12 @@ const newestApplied = `NOT EXISTS (SELECT 1 FROM staged y WHERE y.channel = x.ch
 // arguments are the channel and the applied generation, when staged.
 func viewVersion(ch events.Channel, alias string, staged bool) string {
 	key := `org_unit = ` + alias + `.org_unit AND kind = ` + alias + `.kind AND record_id = ` + alias + `.record_id`
-	table := `(SELECT version FROM ` + table(ch) + ` WHERE ` + key + `)`
+	inTable := `(SELECT version FROM ` + table(ch) + ` WHERE ` + key + `)`
 	if !staged {
-		return `coalesce(` + table + `, 0)`
+		return `coalesce(` + inTable + `, 0)`
 	}
 	return `coalesce((SELECT CASE WHEN deleted THEN 0 ELSE version END FROM staged WHERE channel = ? AND ` + key +
-		` AND gen <= ? ORDER BY gen DESC LIMIT 1), ` + table + `, 0)`
+		` AND gen <= ? ORDER BY gen DESC LIMIT 1), ` + inTable + `, 0)`
 }
 
 // liveArms returns the SELECTs whose UNION ALL is the live view of ch
