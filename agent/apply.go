@@ -15,10 +15,13 @@ type ApplyReport struct {
 	At      time.Time     `json:"at"`
 }
 
-// Apply makes the staged updates live in one atomic step (Apply Update).
-// It fails with store.ErrNothingToApply when no completed download waits.
+// Apply makes the last completed staged download live in one atomic step
+// (Apply Update). A download still running meanwhile is not touched: it
+// stays staged in its own generation and waits for its own Apply. It
+// fails with store.ErrNothingToApply when no completed download waits.
 // Folding the applied changes into the channel tables continues in the
-// background; reads see the new state at once either way.
+// background; reads, and the base version of local writes, see the new
+// state at once either way.
 func (a *Agent) Apply(ctx context.Context) (ApplyReport, error) {
 	start := time.Now()
 	n, err := a.db.ApplyStaged(ctx, a.now())

@@ -14,29 +14,61 @@ var ErrResetRefused = errors.New("agent: sync now refused")
 
 // Reset is "Sync Now": it uploads every pending write and waits for the
 // server to decide each, then clears the local data and reloads it from
-// scratch. It refuses, clearing nothing, when the server cannot be reached,
-// when a write stays unconfirmed, or when sync errors wait for the user:
-// local writes are never thrown away silently.
+// scratch. Checking that no write is left unconfirmed and clearing are
+// one store transaction ([store.DB.WipeConfirmed]): a write made
+// meanwhile makes Reset settle again (up to resetAttempts times) instead
+// of being cleared. It refuses, clearing nothing, when the server cannot
+// be reached, when a write stays unconfirmed, or when sync errors wait
+// for the user: local writes are never thrown away silently. Device
+// settings ([store.SettingPrefix]) are kept.
 func (s *Syncer) Reset(ctx context.Context, confirmWait time.Duration) (Report, error) {
 	if err := s.Handshake(ctx); err != nil {
 		return Report{}, fmt.Errorf("%w: the server cannot be reached, so pending writes cannot be uploaded first: %v", ErrResetRefused, err)
 	}
-	if err := s.settleWrites(ctx, confirmWait); err != nil {
-		return Report{}, err
+	deadline := time.Now().Add(confirmWait)
+	for attempt := 1; ; attempt++ {
+		if err := s.settleWrites(ctx, time.Until(deadline)); err != nil {
+			return Report{}, err
+		}
+		if s.beforeWipe != nil {
+			s.beforeWipe(attempt)
+		}
+		r, err := s.db.WipeConfirmed(ctx, resetKeeps()...)
+		switch {
+		case err == nil:
+			s.log.Info("sync now: local data cleared, reloading", "records", r.Records, "unsent", r.Unsent)
+			return s.Sync(ctx, ScopeFull)
+		case !errors.Is(err, store.ErrUnconfirmed):
+			return Report{}, err
+		case attempt == resetAttempts:
+			return Report{}, fmt.Errorf("%w: local writes keep arriving faster than the server confirms them; try again: %w", ErrResetRefused, err)
+		}
+		s.log.Debug("sync now: a local write arrived while settling, settling again", "attempt", attempt)
 	}
-	r, err := s.db.Wipe(ctx, metaLastUsed, "results_seq")
-	if err != nil {
-		return Report{}, err
-	}
-	s.log.Info("sync now: local data cleared, reloading", "records", r.Records)
-	return s.Sync(ctx, ScopeFull)
 }
 
+// resetKeeps are the meta keys Sync Now keeps besides device settings:
+// when the device was last used (the retention count), the results
+// stream position, and when each automatic sync last ran (a manual sync
+// never moves the schedule).
+func resetKeeps() []string {
+	keep := []string{metaLastUsed, "results_seq"}
+	for _, s := range []Scope{ScopeFull, ScopeEvents, ScopeAdmin, ScopeDocuments} {
+		keep = append(keep, autoKey(s))
+	}
+	return keep
+}
+
+// resetAttempts bounds how often Reset settles again because local writes
+// arrived between settling and clearing.
+const resetAttempts = 5
+
 // settleWrites uploads queued writes and applies results until none is
-// unconfirmed, or refuses.
+// unconfirmed, or refuses. It looks for results again after 5 ms, then
+// less often, up to every 50 ms.
 func (s *Syncer) settleWrites(ctx context.Context, wait time.Duration) error {
 	deadline := time.Now().Add(wait)
-	for {
+	for poll := 5 * time.Millisecond; ; poll = min(2*poll, 50*time.Millisecond) {
 		if _, err := s.Upload(ctx); err != nil {
 			return fmt.Errorf("%w: uploading pending writes failed: %v", ErrResetRefused, err)
 		}
@@ -59,7 +91,7 @@ func (s *Syncer) settleWrites(ctx context.Context, wait time.Duration) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(poll):
 		}
 	}
 }

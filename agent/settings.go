@@ -1,10 +1,15 @@
 package agent
 
-import "context"
+import (
+	"context"
+
+	"github.com/fieldsync/fieldsync/store"
+)
 
 // metaRefreshMode holds the refresh-mode toggle once the user changed it;
-// it then overrides the config file.
-const metaRefreshMode = "setting:refresh_mode"
+// it then overrides the config file. As a device setting it survives
+// every wipe.
+const metaRefreshMode = store.SettingPrefix + "refresh_mode"
 
 // RefreshMode reports whether syncs are non-blocking (staged until Apply).
 func (a *Agent) RefreshMode() bool { return a.refresh.Load() }

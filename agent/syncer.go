@@ -30,10 +30,12 @@ type Syncer struct {
 	metrics  syncMetrics // nil: nothing is reported
 	// Test hooks: onBatch runs after each committed batch, onTrace is told
 	// of every upload and download step in order, beforeMarkSent runs
-	// between publishing an upload and recording it.
+	// between publishing an upload and recording it, beforeWipe between
+	// Sync Now's settling and its wipe (attempt counts from 1).
 	onBatch        func(unit string, ch events.Channel, applied int)
 	onTrace        func(op string)
 	beforeMarkSent func(store.Mutation)
+	beforeWipe     func(attempt int)
 }
 
 // NewSyncer returns a syncer for the device described by cfg.

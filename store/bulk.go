@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"time"
 
 	"github.com/fieldsync/fieldsync/events"
 )
@@ -48,7 +49,8 @@ func (db *DB) BeginBulk(ctx context.Context, ch events.Channel) (bool, error) {
 	return ok, nil
 }
 
-// EndBulk builds ch's indexes and leaves bulk mode. Rows a bulk load
+// EndBulk builds ch's indexes and leaves bulk mode, and applies the write
+// results that arrived meanwhile, in one transaction. Rows a bulk load
 // appended twice for one record (only possible if a caller broke the
 // contract) are reduced to the highest version first.
 func (db *DB) EndBulk(ctx context.Context, ch events.Channel) error {
@@ -63,8 +65,10 @@ func (db *DB) EndBulk(ctx context.Context, ch events.Channel) error {
 				return err
 			}
 		}
-		_, err := tx.ExecContext(ctx, `DELETE FROM meta WHERE key = ?`, bulkKey(ch))
-		return err
+		if _, err := tx.ExecContext(ctx, `DELETE FROM meta WHERE key = ?`, bulkKey(ch)); err != nil {
+			return err
+		}
+		return applyDeferred(ctx, tx, ch)
 	})
 	if err != nil {
 		return fmt.Errorf("store: end bulk %s: %w", ch, err)
@@ -75,9 +79,72 @@ func (db *DB) EndBulk(ctx context.Context, ch events.Channel) error {
 
 // InBulk reports whether ch's table is in bulk mode.
 func (db *DB) InBulk(ctx context.Context, ch events.Channel) (bool, error) {
-	var n int
-	err := db.writer.QueryRowContext(ctx, `SELECT count(*) FROM meta WHERE key = ?`, bulkKey(ch)).Scan(&n)
-	return n > 0, err
+	return inBulk(ctx, db.writer, ch)
+}
+
+func inBulk(ctx context.Context, q queryer, ch events.Channel) (bool, error) {
+	var in bool
+	err := q.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM meta WHERE key = ?)`, bulkKey(ch)).Scan(&in)
+	if err != nil {
+		return false, fmt.Errorf("store: bulk mode of %s: %w", ch, err)
+	}
+	return in, nil
+}
+
+// deferResult keeps result r of a write to channel ch, which is in bulk
+// mode, for [DB.EndBulk]: without the unique index the table cannot take
+// the write's upsert, and appending it would show the record twice. The
+// write stays pending meanwhile; a crash keeps the result (Open ends the
+// load).
+func deferResult(ctx context.Context, tx *sql.Tx, ch events.Channel, r *events.Result, b ResultsBatch) error {
+	raw, err := events.EncodeResult(r)
+	if err != nil {
+		return fmt.Errorf("store: defer result of %s: %w", r.MutationID, err)
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO deferred_results (channel, result, until) VALUES (?, ?, ?)`,
+		string(ch), raw, b.Now.Add(b.RetainEvents).UnixMilli())
+	if err != nil {
+		return fmt.Errorf("store: defer result of %s: %w", r.MutationID, err)
+	}
+	return nil
+}
+
+// applyDeferred applies the results kept for ch during its bulk load, in
+// the order they arrived, in the caller's transaction (ch has left bulk
+// mode in it).
+func applyDeferred(ctx context.Context, tx *sql.Tx, ch events.Channel) error {
+	rows, err := tx.QueryContext(ctx, `SELECT result, until FROM deferred_results WHERE channel = ? ORDER BY id`, string(ch))
+	if err != nil {
+		return err
+	}
+	var rs []*events.Result
+	var until []int64
+	for rows.Next() {
+		var raw []byte
+		var u int64
+		if err := rows.Scan(&raw, &u); err != nil {
+			rows.Close()
+			return err
+		}
+		r, err := events.DecodeResult(raw)
+		if err != nil {
+			rows.Close()
+			return fmt.Errorf("store: deferred result: %w", err)
+		}
+		rs, until = append(rs, r), append(until, u)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for i, r := range rs {
+		// The retention time was computed when the result arrived.
+		if err := applyResult(ctx, tx, r, ResultsBatch{Now: time.UnixMilli(until[i])}); err != nil {
+			return err
+		}
+	}
+	_, err = tx.ExecContext(ctx, `DELETE FROM deferred_results WHERE channel = ?`, string(ch))
+	return err
 }
 
 func (db *DB) finishBulk(ctx context.Context) error {

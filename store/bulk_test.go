@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/projections"
@@ -189,5 +190,74 @@ func TestOpen_FinishesInterruptedBulk(t *testing.T) {
 	}
 	if cp := mustCheckpoint(t, db, "north", ev); cp.LastSeq != 100 || cp.Applied != 100 {
 		t.Fatalf("checkpoint after recovery %+v", cp)
+	}
+}
+
+// Results of the device's writes that arrive while the channel is in bulk
+// mode (its unique index dropped) end up in the store like any other,
+// whether the load ends normally or the agent crashes during it.
+func TestDB_ApplyResults_DuringBulkLoad(t *testing.T) {
+	for _, crash := range []bool{false, true} {
+		t.Run(fmt.Sprintf("crash=%v", crash), func(t *testing.T) {
+			ctx := context.Background()
+			path := filepath.Join(t.TempDir(), "device.db")
+			db, err := store.Open(ctx, path, store.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			write := func(id, mut string) {
+				if _, err := db.LocalWrite(ctx, store.Write{Addr: events.Address{OrgUnit: "north", Channel: ev, Kind: "event", RecordID: id},
+					Op: events.OpUpsert, Body: mustBody(t, map[string]any{"mine": id})}, mut, time.Now()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			write("mine", "m1")  // a new record, accepted
+			write("r0002", "m2") // a record the snapshot also brings, accepted at a newer version
+			write("r0003", "m3") // a conflict: the server's state comes with the result
+			mustBeginBulk(t, db, ev)
+			err = db.ApplyResults(ctx, store.ResultsBatch{LastSeq: 7, Now: time.Now(), Results: []*events.Result{
+				{DeviceID: "tab1", MutationID: "m1", Status: events.Accepted, Version: 120, At: 1},
+				{DeviceID: "tab1", MutationID: "m2", Status: events.Accepted, Version: 150, At: 1},
+				{DeviceID: "tab1", MutationID: "m3", Status: events.Conflict, ServerVersion: 160,
+					ServerBody: mustBody(t, map[string]any{"server": true}), At: 1}}})
+			if err != nil {
+				t.Fatalf("results during the bulk load: %v", err)
+			}
+			if r, ok := recordByID(t, db, "north", ev, "mine"); !ok || !r.Pending {
+				t.Fatalf("during the load the accepted write shows as %+v (found %v); want it still pending", r, ok)
+			}
+			b := batch("north", ev, snapshotChanges(t, 100))
+			b.Bulk = true
+			mustApply(t, db, b)
+			if crash {
+				db.Close() // no EndBulk: Open finishes the load
+				db = mustOpenPath(t, path)
+			} else {
+				t.Cleanup(func() { db.Close() })
+				if err := db.EndBulk(ctx, ev); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			if seq, err := db.ResultsCheckpoint(ctx); err != nil || seq != 7 {
+				t.Fatalf("results checkpoint %d, %v; want 7", seq, err)
+			}
+			for id, want := range map[string]uint64{"mine": 120, "r0002": 150} {
+				r, ok := recordByID(t, db, "north", ev, id)
+				if !ok || r.Pending || r.Version != want || r.Body["mine"] != id {
+					t.Errorf("%s: %+v (found %v); want the accepted write at version %d", id, r, ok, want)
+				}
+			}
+			if n := mustCount(t, db, store.Query{Channel: ev, Unit: "north"}); n != 101 {
+				t.Errorf("%d records, want the 100 of the snapshot and the new one", n)
+			}
+			cs, err := db.Conflicts(ctx)
+			if err != nil || len(cs) != 1 || cs[0].MutationID != "m3" || cs[0].ServerVersion != 160 {
+				t.Fatalf("conflicts %+v, %v; want m3 against server version 160", cs, err)
+			}
+			if c, err := db.OutboxCounts(ctx); err != nil || c[store.StateSent]+c[store.StateQueued] != 0 {
+				t.Fatalf("outbox %v, %v; want nothing left unconfirmed", c, err)
+			}
+		})
 	}
 }

@@ -73,7 +73,7 @@ func (db *DB) LocalWrite(ctx context.Context, w Write, mutationID string, now ti
 
 // chainBase sets m's base version: the version the device's latest
 // unconfirmed change of the record built on (and After to that change), or
-// the record's current server version.
+// the record's server version as the live view shows it.
 func chainBase(ctx context.Context, tx *sql.Tx, m *Mutation) error {
 	a := m.Addr
 	var base int64
@@ -91,12 +91,15 @@ func chainBase(ctx context.Context, tx *sql.Tx, m *Mutation) error {
 	return err
 }
 
+// serverVersion returns the version of a the live view shows under the
+// pending layer: applied staged changes not yet merged come first, then
+// the channel table (0: no such record).
 func serverVersion(ctx context.Context, tx *sql.Tx, a events.Address) (uint64, error) {
-	var v int64
-	err := tx.QueryRowContext(ctx, `SELECT version FROM `+table(a.Channel)+` WHERE org_unit = ? AND kind = ? AND record_id = ?`,
-		a.OrgUnit, a.Kind, a.RecordID).Scan(&v)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
+	var applied, v int64
+	err := tx.QueryRowContext(ctx, `SELECT coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?), 0)`, metaAppliedGen).Scan(&applied)
+	if err == nil {
+		err = tx.QueryRowContext(ctx, `SELECT `+viewVersion(a.Channel, "k", true)+` FROM (SELECT ? AS org_unit, ? AS kind, ? AS record_id) k`,
+			string(a.Channel), applied, a.OrgUnit, a.Kind, a.RecordID).Scan(&v)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("store: record version: %w", err)

@@ -185,7 +185,7 @@ func TestDB_ApplyParked_Upgrade(t *testing.T) {
 				old := projections.NewState()
 				load(t, db, old, oldBuild, msgs, tc.size, tc.stage)
 				if tc.stage {
-					mustApplyStaged(t, db)
+					mustReadyAndApply(t, db)
 				}
 				requireMatches(t, db, old, "old build")
 				if len(old.Parked) == 0 {
@@ -238,7 +238,8 @@ func countParked(s *projections.State) int {
 	return n
 }
 
-func mustApplyStaged(tb testing.TB, db *store.DB) {
+// mustReadyAndApply marks the staging ready and applies it, if there is anything.
+func mustReadyAndApply(tb testing.TB, db *store.DB) {
 	tb.Helper()
 	ctx := context.Background()
 	if _, err := db.MarkStagingReady(ctx, time.Now()); err != nil {
@@ -283,7 +284,7 @@ func TestDB_ApplyParked_WithStagedDownload(t *testing.T) {
 	if r, ok := recordByID(t, db, "north", ev, "e1"); !ok || r.Version != 4 {
 		t.Fatalf("before Apply the view shows e1 %+v (%v), want the unparked version 4", r, ok)
 	}
-	mustApplyStaged(t, db)
+	mustReadyAndApply(t, db)
 	requireMatches(t, db, ref, "after Apply")
 	if _, err := db.MergeApplied(ctx, 100); err != nil {
 		t.Fatal(err)

@@ -35,7 +35,9 @@ func (db *DB) ResultsCheckpoint(ctx context.Context) (uint64, error) {
 
 // ApplyResults applies ingest results and advances the results checkpoint
 // in one transaction. A result for a mutation the device no longer holds
-// (already applied, or resolved) is ignored.
+// (already applied, or resolved) is ignored. A result for a record whose
+// channel is in bulk mode (see [DB.BeginBulk]) is kept in the store and
+// applied when the load ends; until then the write stays pending.
 func (db *DB) ApplyResults(ctx context.Context, b ResultsBatch) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		for _, r := range b.Results {
@@ -57,6 +59,12 @@ func applyResult(ctx context.Context, tx *sql.Tx, r *events.Result, b ResultsBat
 	}
 	if err != nil {
 		return err
+	}
+	if bulk, err := inBulk(ctx, tx, m.Addr.Channel); err != nil || bulk {
+		if err != nil {
+			return err
+		}
+		return deferResult(ctx, tx, m.Addr.Channel, r, b)
 	}
 	switch r.Status {
 	case events.Accepted:

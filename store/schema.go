@@ -165,6 +165,53 @@ var migrations = []string{
 		parked_at INTEGER NOT NULL,
 		UNIQUE (org_unit, channel, seq));
 	CREATE INDEX parked_record ON parked (org_unit, channel, kind, record_id, seq);`,
+	// 7: staging generations. A download that is still running stages into
+	// the generation after the last completed one and waits for its own
+	// Apply, so staged rows and staged positions are kept per generation
+	// (a record may be staged in several); ready_gen names the last
+	// completed download, the one Apply makes live.
+	`CREATE TABLE staged_v6 (
+		channel    TEXT NOT NULL,
+		org_unit   TEXT NOT NULL,
+		kind       TEXT NOT NULL,
+		record_id  TEXT NOT NULL,
+		gen        INTEGER NOT NULL,
+		version    INTEGER NOT NULL,
+		event_id   TEXT NOT NULL,
+		origin     TEXT NOT NULL DEFAULT '',
+		updated_at INTEGER NOT NULL,
+		deleted    INTEGER NOT NULL,
+		body       BLOB,
+		PRIMARY KEY (channel, org_unit, kind, record_id, gen)) WITHOUT ROWID;
+	INSERT INTO staged_v6 SELECT channel, org_unit, kind, record_id, gen, version, event_id, origin, updated_at, deleted, body FROM staged;
+	DROP TABLE staged;
+	ALTER TABLE staged_v6 RENAME TO staged;
+	CREATE INDEX staged_gen ON staged (channel, gen);
+	CREATE TABLE staged_checkpoints_v6 (
+		org_unit   TEXT NOT NULL,
+		channel    TEXT NOT NULL,
+		gen        INTEGER NOT NULL,
+		last_seq   INTEGER NOT NULL DEFAULT 0,
+		snapshot_done INTEGER NOT NULL DEFAULT 0,
+		applied    INTEGER NOT NULL DEFAULT 0,
+		rejected   INTEGER NOT NULL DEFAULT 0,
+		updated_at INTEGER NOT NULL DEFAULT 0,
+		PRIMARY KEY (org_unit, channel, gen)) WITHOUT ROWID;
+	INSERT INTO staged_checkpoints_v6 SELECT org_unit, channel,
+		coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'staging_gen'), 1),
+		last_seq, snapshot_done, applied, rejected, updated_at FROM staged_checkpoints;
+	DROP TABLE staged_checkpoints;
+	ALTER TABLE staged_checkpoints_v6 RENAME TO staged_checkpoints;
+	INSERT OR REPLACE INTO meta (key, value) SELECT 'ready_gen', value FROM meta
+		WHERE key = 'staging_gen' AND EXISTS (SELECT 1 FROM meta WHERE key = 'staging_ready_at');`,
+	// 8: write results that arrive while their channel is in bulk mode
+	// (its unique index dropped) wait here and are applied when the load
+	// ends, in the transaction that builds the index.
+	`CREATE TABLE deferred_results (
+		id      INTEGER PRIMARY KEY,
+		channel TEXT NOT NULL,
+		result  BLOB NOT NULL,
+		until   INTEGER NOT NULL);`,
 }
 
 func table(ch events.Channel) string { return "records_" + string(ch) }

@@ -78,6 +78,8 @@ var shipped = []string{
 	"a4bd3eb2f032b556ce4adcdac140ad2a3004b8d97d64eca42d8f157975791d97",
 	"a435e78a23b278346b0ea0973859b73f56f8930386f6d95c3b7c93090b5ae852",
 	"40f63d13a76bb67efb0276aad55892482a01ebe3ceb27b87311b05433a66773e", // 6: parked
+	"044be4dfefd795813099028872b5af698c09ad83fa4f22851f209a277f565be1", // 7: staging generations
+	"a6e787df97d7f53add691b0b21aded78699aa81c7973e0cad99c5ee31824d569", // 8: deferred results
 }
 
 func TestMigrations_Shipped(t *testing.T) {

@@ -11,29 +11,36 @@ import (
 // ErrNothingToApply: no completed download is staged.
 var ErrNothingToApply = errors.New("store: no updates to apply")
 
-// MarkStagingReady records that the staged download is complete. It
-// returns false (and drops the empty staging) when the download brought
-// nothing new, so there is nothing to apply.
+// MarkStagingReady records that the running staged download is complete:
+// it becomes the download Apply makes live (together with an earlier
+// completed one still waiting, which it continues). It returns false (and
+// drops the empty staging) when nothing staged waits for Apply, so there
+// is nothing to apply.
 func (db *DB) MarkStagingReady(ctx context.Context, now time.Time) (bool, error) {
 	ready := false
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		_, applied, err := db.gens(ctx, tx)
+		g, err := readGens(ctx, tx)
 		if err != nil {
 			return err
 		}
-		var rows, moved int
-		if err := tx.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM staged WHERE gen > ?),
-			(SELECT count(*) FROM staged_checkpoints s LEFT JOIN checkpoints c ON c.org_unit = s.org_unit AND c.channel = s.channel
-			 WHERE c.last_seq IS NULL OR s.last_seq != c.last_seq)`, applied).Scan(&rows, &moved); err != nil {
+		var rows bool
+		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM staged WHERE `+inChannels+` AND gen > ?)`, g.applied).Scan(&rows); err != nil {
 			return err
 		}
-		if rows == 0 {
+		if !rows {
 			// Only positions moved (rejected messages, nothing for the view):
 			// make them live at once.
-			return promoteCheckpoints(ctx, tx)
+			if err := promoteCheckpoints(ctx, tx, max(g.staging, g.ready)); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, `DELETE FROM meta WHERE key IN (?, ?)`, metaStagingReady, metaReadyGen)
+			return err
 		}
 		ready = true
-		if db.metaTimeTx(ctx, tx, metaStagingReady).IsZero() {
+		if err := setMeta(ctx, tx, metaReadyGen, max(g.staging, g.ready)); err != nil {
+			return err
+		}
+		if metaTimeIn(ctx, tx, metaStagingReady).IsZero() {
 			return setMeta(ctx, tx, metaStagingReady, now.UnixMilli())
 		}
 		return nil
@@ -41,42 +48,48 @@ func (db *DB) MarkStagingReady(ctx context.Context, now time.Time) (bool, error)
 	return ready, err
 }
 
-func promoteCheckpoints(ctx context.Context, tx *sql.Tx) error {
+// promoteCheckpoints makes the staged positions of generations up to gen
+// the live checkpoints (the newest one of each (unit, channel)).
+func promoteCheckpoints(ctx context.Context, tx *sql.Tx, gen int64) error {
 	for _, q := range []string{`INSERT OR REPLACE INTO checkpoints (org_unit, channel, last_seq, snapshot_done, applied, rejected, updated_at)
-		SELECT org_unit, channel, last_seq, snapshot_done, applied, rejected, updated_at FROM staged_checkpoints`,
-		`DELETE FROM staged_checkpoints`} {
-		if _, err := tx.ExecContext(ctx, q); err != nil {
+		SELECT org_unit, channel, last_seq, snapshot_done, applied, rejected, updated_at FROM staged_checkpoints s
+		WHERE gen = (SELECT max(gen) FROM staged_checkpoints n WHERE n.org_unit = s.org_unit AND n.channel = s.channel AND n.gen <= ?1)`,
+		`DELETE FROM staged_checkpoints WHERE gen <= ?1`} {
+		if _, err := tx.ExecContext(ctx, q, gen); err != nil {
 			return fmt.Errorf("store: promote checkpoints: %w", err)
 		}
 	}
 	return nil
 }
 
-// ApplyStaged makes the completed staged download live in one transaction:
-// it raises applied_gen (the live view starts reading the staged rows) and
-// makes the staged positions the checkpoints. Its cost does not depend on
-// how many changes are staged. A crash before its commit leaves the old
-// state and the staging intact. It returns how many changes went live.
+// ApplyStaged makes the last completed staged download live in one
+// transaction: it raises applied_gen to its generation (the live view
+// starts reading its rows) and makes its staged positions the checkpoints.
+// A download still running stays staged in its own generation, its
+// positions with it. Besides counting the changes it writes a few meta
+// rows and positions, however many changes are staged. A crash before its
+// commit leaves the old state and the staging intact. It returns how many records changed, and fails with
+// [ErrNothingToApply] when no completed download waits.
 func (db *DB) ApplyStaged(ctx context.Context, now time.Time) (int, error) {
 	n := 0
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		gen, applied, err := db.gens(ctx, tx)
+		g, err := readGens(ctx, tx)
 		if err != nil {
 			return err
 		}
-		if db.metaTimeTx(ctx, tx, metaStagingReady).IsZero() || gen <= applied {
+		if !g.readyWaits() || metaTimeIn(ctx, tx, metaStagingReady).IsZero() {
 			return ErrNothingToApply
 		}
-		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM staged WHERE gen > ?`, applied).Scan(&n); err != nil {
+		if n, err = countReady(ctx, tx, g); err != nil {
 			return err
 		}
-		if err := setMeta(ctx, tx, metaAppliedGen, gen); err != nil {
+		if err := setMeta(ctx, tx, metaAppliedGen, g.ready); err != nil {
 			return err
 		}
-		if err := promoteCheckpoints(ctx, tx); err != nil {
+		if err := promoteCheckpoints(ctx, tx, g.ready); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM meta WHERE key IN (?, ?)`, metaStagingReady, metaStagingTouched); err != nil {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM meta WHERE key IN (?, ?)`, metaStagingReady, metaReadyGen); err != nil {
 			return err
 		}
 		return setMeta(ctx, tx, metaLastApplied, now.UnixMilli())
@@ -102,12 +115,14 @@ func (db *DB) MergeApplied(ctx context.Context, chunk int) (int, error) {
 func (db *DB) mergeChunk(ctx context.Context, chunk int) (int, error) {
 	n := 0
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		_, applied, err := db.gens(ctx, tx)
+		g, err := readGens(ctx, tx)
 		if err != nil {
 			return err
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT channel, org_unit, kind, record_id, version, event_id, origin, updated_at, deleted, body
-			FROM staged WHERE gen <= ? ORDER BY channel, org_unit, kind, record_id LIMIT ?`, applied, chunk)
+		// Oldest generation first: a record applied in two generations
+		// ends at the newer one's state.
+		rows, err := tx.QueryContext(ctx, `SELECT channel, org_unit, kind, record_id, gen, version, event_id, origin, updated_at, deleted, body
+			FROM staged WHERE `+inChannels+` AND gen <= ? ORDER BY channel, gen, org_unit, kind, record_id LIMIT ?`, g.applied, chunk)
 		if err != nil {
 			return err
 		}
@@ -124,17 +139,25 @@ func (db *DB) mergeChunk(ctx context.Context, chunk int) (int, error) {
 	return n, nil
 }
 
-// DropStaging merges what was applied and discards any staged download not
-// applied (blocking sync does not stage).
+// DropStaging discards every staged download not applied, completed or
+// not, and then merges what was applied (blocking sync does not stage).
+// Discarding first closes the door on an Apply: none can add applied rows
+// under a blocking download's live changes afterwards.
 func (db *DB) DropStaging(ctx context.Context) error {
-	if _, err := db.MergeApplied(ctx, 5000); err != nil {
-		return err
-	}
-	return db.tx(ctx, func(tx *sql.Tx) error {
-		_, applied, err := db.gens(ctx, tx)
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		g, err := readGens(ctx, tx)
 		if err != nil {
 			return err
 		}
-		return discardStaging(ctx, tx, applied)
+		if err := discardAbove(ctx, tx, g.applied); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM meta WHERE key IN (?, ?)`, metaStagingReady, metaReadyGen)
+		return err
 	})
+	if err != nil {
+		return err
+	}
+	_, err = db.MergeApplied(ctx, 5000)
+	return err
 }

@@ -9,6 +9,7 @@ import (
 
 type stagedRow struct {
 	addr      events.Address
+	gen       int64
 	version   int64
 	eventID   string
 	origin    string
@@ -22,7 +23,7 @@ func scanStaged(rows *sql.Rows) ([]stagedRow, error) {
 	var out []stagedRow
 	for rows.Next() {
 		var r stagedRow
-		if err := rows.Scan(&r.addr.Channel, &r.addr.OrgUnit, &r.addr.Kind, &r.addr.RecordID, &r.version, &r.eventID,
+		if err := rows.Scan(&r.addr.Channel, &r.addr.OrgUnit, &r.addr.Kind, &r.addr.RecordID, &r.gen, &r.version, &r.eventID,
 			&r.origin, &r.updatedAt, &r.deleted, &r.body); err != nil {
 			return nil, err
 		}
@@ -32,7 +33,8 @@ func scanStaged(rows *sql.Rows) ([]stagedRow, error) {
 }
 
 // mergeRows writes applied staged rows into their channel tables and
-// removes them from staging, in the caller's transaction.
+// removes them from staging, in the caller's transaction. Rows of one
+// record come oldest generation first.
 func mergeRows(ctx context.Context, tx *sql.Tx, batch []stagedRow) error {
 	for _, r := range batch {
 		a := r.addr
@@ -46,8 +48,8 @@ func mergeRows(ctx context.Context, tx *sql.Tx, batch []stagedRow) error {
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM staged WHERE channel = ? AND org_unit = ? AND kind = ? AND record_id = ? AND version = ?`,
-			string(a.Channel), a.OrgUnit, a.Kind, a.RecordID, r.version); err != nil {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM staged WHERE channel = ? AND org_unit = ? AND kind = ? AND record_id = ? AND gen = ?`,
+			string(a.Channel), a.OrgUnit, a.Kind, a.RecordID, r.gen); err != nil {
 			return err
 		}
 	}

@@ -1,4 +1,4 @@
--- user_version 6
+-- user_version 8
 -- index outbox_record on outbox
 CREATE INDEX outbox_record ON outbox (org_unit, channel, kind, record_id, seq);
 -- index outbox_state on outbox
@@ -42,6 +42,12 @@ CREATE TABLE checkpoints (
 		rejected   INTEGER NOT NULL DEFAULT 0,
 		updated_at INTEGER NOT NULL DEFAULT 0,
 		PRIMARY KEY (org_unit, channel)) WITHOUT ROWID;
+-- table deferred_results on deferred_results
+CREATE TABLE deferred_results (
+		id      INTEGER PRIMARY KEY,
+		channel TEXT NOT NULL,
+		result  BLOB NOT NULL,
+		until   INTEGER NOT NULL);
 -- table meta on meta
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 -- table outbox on outbox
@@ -131,7 +137,7 @@ CREATE TABLE retention (
 -- table sqlite_sequence on sqlite_sequence
 CREATE TABLE sqlite_sequence(name,seq);
 -- table staged on staged
-CREATE TABLE staged (
+CREATE TABLE "staged" (
 		channel    TEXT NOT NULL,
 		org_unit   TEXT NOT NULL,
 		kind       TEXT NOT NULL,
@@ -143,17 +149,18 @@ CREATE TABLE staged (
 		updated_at INTEGER NOT NULL,
 		deleted    INTEGER NOT NULL,
 		body       BLOB,
-		PRIMARY KEY (channel, org_unit, kind, record_id)) WITHOUT ROWID;
+		PRIMARY KEY (channel, org_unit, kind, record_id, gen)) WITHOUT ROWID;
 -- table staged_checkpoints on staged_checkpoints
-CREATE TABLE staged_checkpoints (
+CREATE TABLE "staged_checkpoints" (
 		org_unit   TEXT NOT NULL,
 		channel    TEXT NOT NULL,
+		gen        INTEGER NOT NULL,
 		last_seq   INTEGER NOT NULL DEFAULT 0,
 		snapshot_done INTEGER NOT NULL DEFAULT 0,
 		applied    INTEGER NOT NULL DEFAULT 0,
 		rejected   INTEGER NOT NULL DEFAULT 0,
 		updated_at INTEGER NOT NULL DEFAULT 0,
-		PRIMARY KEY (org_unit, channel)) WITHOUT ROWID;
+		PRIMARY KEY (org_unit, channel, gen)) WITHOUT ROWID;
 -- table sync_errors on sync_errors
 CREATE TABLE sync_errors (
 		id       INTEGER PRIMARY KEY,
