@@ -18,9 +18,10 @@ var ErrClosed = errors.New("store: closed")
 // DB is the device database. It is safe for concurrent use; writes are
 // serialised on a single connection.
 type DB struct {
-	path   string
-	writer *sql.DB
-	reader *sql.DB
+	path    string
+	writer  *sql.DB
+	reader  *sql.DB
+	changes changes
 }
 
 // Options tune [Open].
@@ -29,6 +30,10 @@ type Options struct {
 	CacheMiB int
 	// Readers is the size of the read pool (default 4).
 	Readers int
+	// OnCommit, when set, is called after every committed write (from the
+	// writing goroutine; it must not block): the agent's status-change
+	// notifier.
+	OnCommit func()
 }
 
 // Open opens (creating if needed) the database at path and migrates it to
@@ -51,6 +56,7 @@ func Open(ctx context.Context, path string, o Options) (*DB, error) {
 	w.SetMaxOpenConns(1)
 	w.SetConnMaxIdleTime(0)
 	db := &DB{path: path, writer: w}
+	db.changes.onCommit = o.OnCommit
 	if err := db.migrate(ctx); err != nil {
 		w.Close()
 		return nil, err
@@ -107,5 +113,6 @@ func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
+	db.committed()
 	return nil
 }
