@@ -3,6 +3,7 @@ module github.com/fieldsync/fieldsync
 go 1.26.8
 
 require (
+	github.com/cenkalti/backoff/v5 v5.0.3
 	github.com/chromedp/chromedp v0.23.0
 	github.com/kardianos/service v1.3.0
 	github.com/mattn/go-isatty v0.0.24
