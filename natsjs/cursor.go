@@ -124,12 +124,42 @@ func openCursor(ctx context.Context, js jetstream.JetStream, spec CursorSpec) (*
 	}
 	c.pending = info.NumPending
 	c.caughtUp = info.NumPending == 0
-	c.it, err = c.cons.Messages(jetstream.PullMaxBytes(spec.BufferBytes))
+	c.it, err = c.cons.Messages(prefetch(ctx, s, spec, c.pending))
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: read %s: %w", spec.Durable, err)
 	}
 	return c, nil
 }
+
+// maxSnapshotPrefetch caps the messages a snapshot cursor prefetches.
+const maxSnapshotPrefetch = 2000
+
+// prefetch says how much the client reads ahead of [Cursor.Next]: at most
+// about spec.BufferBytes. A delta cursor asks the broker for that many
+// bytes (PullMaxBytes). A snapshot cursor must not: nats-server (2.15)
+// drops a DeliverLastPerSubject message that does not fit the bytes left
+// in a pull request, never delivering it, and the device would skip that
+// record for good. It asks for a number of messages instead, sized from
+// the larger of the stream's average message and the channel's latest one.
+func prefetch(ctx context.Context, s jetstream.Stream, spec CursorSpec, pending uint64) jetstream.PullMessagesOpt {
+	if !spec.Snapshot {
+		return jetstream.PullMaxBytes(spec.BufferBytes)
+	}
+	size := 1
+	if st := s.CachedInfo().State; st.Msgs > 0 {
+		size = int(st.Bytes / st.Msgs)
+	}
+	if filter, err := spec.filter(); err == nil && pending > 0 {
+		if m, err := s.GetLastMsgForSubject(ctx, filter); err == nil {
+			size = max(size, len(m.Subject)+len(m.Data)+messageOverhead)
+		}
+	}
+	return jetstream.PullMaxMessages(min(max(spec.BufferBytes/size, 1), maxSnapshotPrefetch))
+}
+
+// messageOverhead is about what a delivered message costs besides its
+// subject and data (headers, reply subject).
+const messageOverhead = 256
 
 // settledInfo re-reads a reused durable's info that says nothing is
 // pending: the broker updates a consumer's pending count a moment after a

@@ -437,3 +437,46 @@ func TestCursor_Next_BoundedByBytes(t *testing.T) {
 		t.Fatalf("delivered %v, want %v", got, all)
 	}
 }
+
+// TestCursor_Next_SnapshotOfLargeRecordsLosesNothing: a snapshot of large
+// records, read through the smallest buffer, delivers every record (the
+// broker drops last-per-subject messages that do not fit a byte-limited
+// pull) and holds a bounded number of them.
+func TestCursor_Next_SnapshotOfLargeRecordsLosesNothing(t *testing.T) {
+	b := fstest.MustStartBroker(t, "north")
+	const n, size = 100, 200 << 10
+	blob := strings.Repeat("x", size)
+	var all []uint64
+	for i := 0; i < n; i++ {
+		all = append(all, b.MustPublish(t, fstest.Change(t, "north", ev, "event", fmt.Sprintf("big%03d", i), map[string]any{"blob": blob})))
+	}
+	// Small events of another channel make the stream's average misleading.
+	for i := 0; i < 2*n; i++ {
+		b.MustPublish(t, fstest.Change(t, "north", events.ChannelAdmin, "setting", fmt.Sprintf("s%03d", i), map[string]any{"i": i}))
+	}
+	c := mustOpenCursor(t, b, natsjs.CursorSpec{Unit: "north", Channel: ev, Durable: "snapbig", Snapshot: true, BufferBytes: 1 << 20})
+	ctx := testCtx(t)
+	cons, err := mustJS(t, b).Consumer(ctx, "FS_ORG_north", "snapbig")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []uint64
+	for !c.CaughtUp() {
+		ds, err := c.Next(ctx, 1000)
+		if err != nil {
+			t.Fatalf("after %d of %d records: %v", len(got), n, err)
+		}
+		got = append(got, seqs(ds)...)
+		info, err := cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ahead := info.Delivered.Consumer - uint64(len(got)); ahead > (1<<20)/size+1 {
+			t.Fatalf("after reading %d the broker had delivered %d: %d records of %d KiB buffered for a 1 MiB buffer",
+				len(got), info.Delivered.Consumer, ahead, size>>10)
+		}
+	}
+	if !reflect.DeepEqual(got, all) {
+		t.Fatalf("snapshot delivered %d records, want all %d: %v", len(got), n, got)
+	}
+}
