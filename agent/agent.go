@@ -37,7 +37,7 @@ type Agent struct {
 	catchUp  chan struct{} // the connection came up, or results were missed
 	merge    chan struct{}
 	changed  notifier     // see [Agent.StatusChanged]
-	catchUps atomic.Int64 // autosync rounds that caught up (tests)
+	catchUps atomic.Int64 // catch-ups autosync completed (tests)
 
 	syncMu    sync.Mutex // one sync at a time (loop and Sync Now)
 	refresh   atomic.Bool

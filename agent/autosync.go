@@ -92,9 +92,11 @@ func (a *Agent) sendWrites(ctx context.Context, s *Syncer) {
 				a.log.Warn("autosync failed, retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
 				retry = time.After(wait)
 			} else {
+				if catchUp {
+					a.catchUps.Add(1)
+				}
 				upload, catchUp = false, false
 				bo.Reset()
-				a.catchUps.Add(1)
 			}
 		}
 		select {
