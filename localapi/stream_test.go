@@ -6,8 +6,10 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/fieldsync/fieldsync/agent"
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/internal/fstest"
+	"github.com/fieldsync/fieldsync/localapi"
 	"github.com/fieldsync/fieldsync/projections"
 	"github.com/fieldsync/fieldsync/store"
 )
@@ -141,5 +144,58 @@ func TestHandler_Stream_IdleClientsCostNoCPU(t *testing.T) {
 		for st, _ := nextStatusEvent(t, lines, 15*time.Second); st.Channels[0].Records != records+1 || st.PendingWrites != 1; {
 			st, _ = nextStatusEvent(t, lines, 15*time.Second)
 		}
+	}
+}
+
+// countingBackend counts the status reads of the agent it serves.
+type countingBackend struct {
+	*agent.Agent
+	reads atomic.Int64
+}
+
+func (b *countingBackend) Status(ctx context.Context) (agent.Status, error) {
+	b.reads.Add(1)
+	return b.Agent.Status(ctx)
+}
+
+// TestHandler_Stream_ClientsShareOneStatusRead: however many streams are
+// open, a change makes the status be read about once, not once per
+// stream, and every stream gets it.
+func TestHandler_Stream_ClientsShareOneStatusRead(t *testing.T) {
+	const clients, limit = 20, 4
+	e := startLifecycleEnv(t, nil, 0)
+	b := &countingBackend{Agent: e.agent}
+	srv := httptest.NewServer(localapi.Handler(b, localapi.Options{Token: e.token, Log: quietLog()}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	streams := make([]<-chan string, clients)
+	for i := range streams {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/v1/stream", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := e.send(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		streams[i] = sseLines(ctx, resp)
+		nextStatusEvent(t, streams[i], 10*time.Second)
+	}
+	before := b.reads.Load()
+	var w map[string]any
+	if resp := e.do(t, http.MethodPost, "/v1/records", `{"org_unit":"north","channel":"events","kind":"event","id":"shared","body":{"a":1}}`, &w); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST /v1/records: %d %v", resp.StatusCode, w)
+	}
+	for _, lines := range streams {
+		for st, _ := nextStatusEvent(t, lines, 15*time.Second); st.PendingWrites != 1; {
+			st, _ = nextStatusEvent(t, lines, 15*time.Second)
+		}
+	}
+	reads := b.reads.Load() - before
+	t.Logf("%d streams got a local write after %d status reads (limit %d)", clients, reads, limit)
+	if reads > limit {
+		t.Fatalf("%d streams read the status %d times for one write, want them to share a read (at most %d)", clients, reads, limit)
 	}
 }
