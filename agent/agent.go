@@ -33,8 +33,11 @@ type Agent struct {
 	metrics *metrics.Agent
 
 	requests chan Scope
-	wake     chan struct{}
+	wake     chan struct{} // a local write was queued
+	catchUp  chan struct{} // the connection came up, or results were missed
 	merge    chan struct{}
+	changed  notifier     // see [Agent.StatusChanged]
+	catchUps atomic.Int64 // catch-ups autosync completed (tests)
 
 	syncMu    sync.Mutex // one sync at a time (loop and Sync Now)
 	refresh   atomic.Bool
@@ -65,11 +68,13 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	db, err := store.Open(ctx, cfg.DBPath(), store.Options{Log: log.With("device", cfg.DeviceID)})
+	a := &Agent{cfg: cfg, log: log.With("device", cfg.DeviceID), requests: make(chan Scope, 4), wake: make(chan struct{}, 1),
+		catchUp: make(chan struct{}, 1), merge: make(chan struct{}, 1)}
+	db, err := store.Open(ctx, cfg.DBPath(), store.Options{OnCommit: a.statusChanged, Log: a.log})
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: log.With("device", cfg.DeviceID), db: db, requests: make(chan Scope, 4), wake: make(chan struct{}, 1), merge: make(chan struct{}, 1)}
+	a.db = db
 	a.metrics = a.newMetrics()
 	if v, _ := db.Meta(ctx, metaLastCompleted); v != "" {
 		a.completed, _ = time.Parse(time.RFC3339Nano, v)
@@ -109,13 +114,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	client, err := natsjs.Connect(a.cfg.BrokerURL, natsjs.ConnectOptions{Name: "fieldsync-agent " + a.cfg.DeviceID,
 		RetryOnFailedConnect: true, OnStateChange: func(up bool, err error) {
 			a.log.Info("broker connection", "connected", up, "err", err)
+			if up {
+				kick(a.catchUp) // autosync catches up on what it missed
+			}
+			a.statusChanged()
 		}})
 	if err != nil {
 		return err
 	}
 	defer client.Close()
 	s := NewSyncer(a.cfg, client, a.db, a.log)
-	s.refresh, s.metrics = a.RefreshMode, a.metrics
+	s.refresh, s.metrics, s.onChange = a.RefreshMode, a.metrics, a.statusChanged
 	a.mu.Lock()
 	a.client, a.syncer = client, s
 	a.mu.Unlock()

@@ -4,22 +4,23 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/natsjs"
 	"github.com/fieldsync/fieldsync/store"
 )
 
 // Write applies a local change to the live view, queues it, and wakes the
-// autosync so it goes up within a moment while online.
+// autosync so it goes up at once while online.
 func (a *Agent) Write(ctx context.Context, r WriteRequest) (store.Mutation, error) {
 	s := a.currentSyncer()
 	m, err := s.Write(ctx, r)
 	if err == nil {
-		select {
-		case a.wake <- struct{}{}:
-		default:
-		}
+		kick(a.wake)
 	}
 	return m, err
 }
@@ -32,10 +33,7 @@ func (a *Agent) Conflicts(ctx context.Context) ([]store.Conflict, error) { retur
 func (a *Agent) Resolve(ctx context.Context, mutationID, action string) (*store.Mutation, error) {
 	m, err := a.db.Resolve(ctx, mutationID, action, newMutationID(), time.Now())
 	if err == nil && m != nil {
-		select {
-		case a.wake <- struct{}{}:
-		default:
-		}
+		kick(a.wake)
 	}
 	return m, err
 }
@@ -51,34 +49,72 @@ func (a *Agent) currentSyncer() *Syncer {
 	return a.syncer
 }
 
-// autosync sends queued writes and applies their results every
-// AutosyncInterval (or at once after a local write) while connected, and
-// purges retained events whose time is up.
+// autosync moves local writes and their results while the device is
+// connected, without polling: queued writes go up when one is written and
+// after every (re)connect; results arrive on the device's results
+// subscription the moment ingest publishes them, and are caught up through
+// the results cursor after every (re)connect (what was published while
+// the device was offline). A connected device with nothing to send makes
+// no request at all. A failed upload or catch-up is retried with jittered
+// exponential backoff from AutosyncInterval up to a minute. Retained events
+// are purged on their own timer (see [Agent.purgeRetained]).
 func (a *Agent) autosync(ctx context.Context, s *Syncer) {
-	t := time.NewTicker(a.cfg.AutosyncInterval)
-	defer t.Stop()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		a.receiveResults(ctx, s)
+	}()
+	go func() {
+		defer wg.Done()
+		a.purgeRetained(ctx)
+	}()
+	a.sendWrites(ctx, s)
+	wg.Wait()
+}
+
+// sendWrites uploads queued writes on a wake-up and, on a catch-up
+// request (connect, reconnect, missed results), uploads and reads the
+// results cursor.
+func (a *Agent) sendWrites(ctx context.Context, s *Syncer) {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval, bo.MaxInterval = a.cfg.AutosyncInterval, time.Minute
+	bo.Reset()
+	upload, catchUp := true, true
+	var retry <-chan time.Time
 	for {
+		if (upload || catchUp) && retry == nil && s.client.Connected() && !a.incompatible() {
+			if err := a.autosyncOnce(ctx, s, catchUp); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				wait := bo.NextBackOff()
+				a.log.Warn("autosync failed, retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
+				retry = time.After(wait)
+			} else {
+				if catchUp {
+					a.catchUps.Add(1)
+				}
+				upload, catchUp = false, false
+				bo.Reset()
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
 		case <-a.wake:
-		}
-		if err := a.autosyncOnce(ctx, s); err != nil && ctx.Err() == nil {
-			a.log.Debug("autosync", "err", err)
+			upload = true
+		case <-a.catchUp:
+			catchUp = true
+		case <-retry:
+			retry = nil
 		}
 	}
 }
 
-func (a *Agent) autosyncOnce(ctx context.Context, s *Syncer) error {
-	if n, err := a.db.PurgeRetained(ctx, time.Now()); err != nil {
-		return err
-	} else if n > 0 {
-		a.log.Info("retained events removed", "count", n)
-	}
-	if !s.client.Connected() || a.incompatible() {
-		return nil
-	}
+// autosyncOnce uploads every queued write and, with catchUp, applies the
+// results the device missed.
+func (a *Agent) autosyncOnce(ctx context.Context, s *Syncer, catchUp bool) error {
 	started := time.Now()
 	up, err := s.Upload(ctx)
 	if up > 0 || err != nil {
@@ -87,11 +123,50 @@ func (a *Agent) autosyncOnce(ctx context.Context, s *Syncer) error {
 	if err != nil {
 		return fmt.Errorf("upload: %w", err)
 	}
-	res, err := s.Results(ctx)
-	if up > 0 || res > 0 {
-		a.log.Info("autosync", "uploaded", up, "results", res)
+	res := 0
+	if catchUp {
+		if res, err = s.Results(ctx); err != nil {
+			return fmt.Errorf("results: %w", err)
+		}
 	}
-	return err
+	if up > 0 || res > 0 {
+		a.log.Info("autosync", "uploaded", up, "results", res, "catch_up", catchUp)
+	}
+	return nil
+}
+
+// receiveResults applies the results ingest publishes for this device as
+// they arrive. Results it could not apply, or that the client dropped,
+// are left to a catch-up.
+func (a *Agent) receiveResults(ctx context.Context, s *Syncer) {
+	sub, err := s.client.SubscribeResults(a.cfg.DeviceID, 2*a.cfg.BatchBytes)
+	if err != nil {
+		a.log.Error("results subscription: results arrive with each sync only", "err", err)
+		return
+	}
+	defer sub.Close()
+	for {
+		ds, err := sub.Next(ctx, a.cfg.BatchBytes)
+		if ctx.Err() != nil {
+			return
+		}
+		if len(ds) > 0 {
+			if n, aerr := s.applyResults(ctx, ds, 0); aerr != nil {
+				a.log.Warn("results not applied; catching up", "err", aerr)
+				kick(a.catchUp)
+			} else if n > 0 {
+				a.log.Debug("results applied", "results", n)
+			}
+		}
+		switch {
+		case errors.Is(err, natsjs.ErrResultsDropped):
+			a.log.Warn("results missed; catching up", "err", err)
+			kick(a.catchUp)
+		case err != nil:
+			a.log.Error("results subscription ended: results arrive with each sync only", "err", err)
+			return
+		}
+	}
 }
 
 // incompatible reports whether the last sync found the server's protocol

@@ -43,8 +43,14 @@ type Config struct {
 	// Schedule adds per-category automatic syncs and a reminder; its Delta
 	// is taken from SyncInterval.
 	Schedule Schedule `yaml:"schedule"`
-	// BatchSize is how many changes one local transaction applies (default 5,000).
+	// BatchSize is how many changes one local transaction applies at most
+	// (default 5,000).
 	BatchSize int `yaml:"batch_size"`
+	// BatchBytes bounds the same batch by the bytes of its messages
+	// (default 4 MiB; a batch holds at least one change). The agent keeps a
+	// few batches in flight, plus a prefetch of twice this from the broker:
+	// with 256 KiB documents this, not BatchSize, is what bounds memory.
+	BatchBytes int `yaml:"batch_bytes"`
 	// DurableInactive is how long the broker keeps an unused device durable
 	// (default 7 days; a durable removed earlier is re-created from the
 	// local checkpoint anyway).
@@ -52,9 +58,15 @@ type Config struct {
 	// StallTimeout fails a sync that gets nothing while changes are pending
 	// (default 30s).
 	StallTimeout time.Duration `yaml:"stall_timeout"`
-	// AutosyncInterval is how often queued writes go up on their own while
-	// online, and results come back (default 1s).
+	// AutosyncInterval is the first retry delay after a failed upload or
+	// results catch-up; retries back off exponentially, with jitter, up to a
+	// minute (default 1s). Writes go up as soon as they are queued and
+	// results arrive as ingest publishes them: nothing polls.
 	AutosyncInterval time.Duration `yaml:"autosync_interval"`
+	// RetentionPurgeInterval is how often accepted device-created events
+	// whose retain_events_days ended are removed (default 10m; also at
+	// start).
+	RetentionPurgeInterval time.Duration `yaml:"retention_purge_interval"`
 	// RetainEventsDays keeps events created on the device this many days
 	// after the server accepted them; 0 removes them at once (the compliance
 	// app's "Retain Events after sync" unchecked). Default 7.
@@ -127,8 +139,14 @@ func (c Config) WithDefaults() Config {
 	if c.StallTimeout == 0 {
 		c.StallTimeout = 30 * time.Second
 	}
+	if c.BatchBytes == 0 {
+		c.BatchBytes = 4 << 20
+	}
 	if c.AutosyncInterval == 0 {
 		c.AutosyncInterval = time.Second
+	}
+	if c.RetentionPurgeInterval == 0 {
+		c.RetentionPurgeInterval = 10 * time.Minute
 	}
 	if c.RetentionDays == 0 {
 		c.RetentionDays = 10
@@ -179,6 +197,12 @@ func (c Config) Validate() error {
 	}
 	if err := c.Kinds.Validate(); err != nil {
 		return fmt.Errorf("agent: config kinds: %w", err)
+	}
+	if c.BatchBytes < 64<<10 || c.BatchBytes > 1<<30 {
+		return fmt.Errorf("agent: config batch_bytes %d: want 65536..1073741824", c.BatchBytes)
+	}
+	if c.AutosyncInterval < 0 || c.RetentionPurgeInterval < 0 {
+		return fmt.Errorf("agent: config autosync_interval %s, retention_purge_interval %s: want positive durations", c.AutosyncInterval, c.RetentionPurgeInterval)
 	}
 	return nil
 }

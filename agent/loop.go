@@ -27,6 +27,7 @@ func loadAutoTimes(ctx context.Context, db *store.DB) map[Scope]time.Time {
 func (a *Agent) loop(ctx context.Context) error {
 	for {
 		due, remind := a.plan()
+		a.statusChanged() // the next sync, the reminder, the last one's outcome
 		wake := due.At
 		if remind {
 			wake = due.Remind
@@ -76,6 +77,7 @@ func (a *Agent) setReminder(d Due) {
 }
 
 func (a *Agent) runSync(ctx context.Context, scope Scope, automatic bool) {
+	defer a.statusChanged()
 	a.syncMu.Lock()
 	defer a.syncMu.Unlock()
 	a.mu.Lock()
@@ -125,6 +127,7 @@ func (a *Agent) recordCompletion(ctx context.Context, scope Scope, at time.Time,
 // after uploading every pending write; it refuses with an error wrapping
 // [ErrResetRefused] when that is not possible. It waits for the reload.
 func (a *Agent) SyncNow(ctx context.Context) (Report, error) {
+	defer a.statusChanged()
 	a.syncMu.Lock()
 	defer a.syncMu.Unlock()
 	a.mu.Lock()

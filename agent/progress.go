@@ -20,12 +20,18 @@ type ChannelProgress struct {
 
 // progress tracks the running sync's per-(unit, channel) progress.
 type progress struct {
-	mu    sync.Mutex
-	items map[[2]string]*ChannelProgress
-	order [][2]string
+	mu     sync.Mutex
+	items  map[[2]string]*ChannelProgress
+	order  [][2]string
+	notify func() // told after each change (nil: nobody)
 }
 
-func newProgress() *progress { return &progress{items: map[[2]string]*ChannelProgress{}} }
+func newProgress(notify func()) *progress {
+	if notify == nil {
+		notify = func() {}
+	}
+	return &progress{items: map[[2]string]*ChannelProgress{}, notify: notify}
+}
 
 func (p *progress) item(unit string, ch events.Channel) *ChannelProgress {
 	k := [2]string{unit, string(ch)}
@@ -40,6 +46,7 @@ func (p *progress) item(unit string, ch events.Channel) *ChannelProgress {
 
 // start registers (unit, ch) with the number of changes pending.
 func (p *progress) start(unit string, ch events.Channel, pending uint64) {
+	defer p.notify()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	it := p.item(unit, ch)
@@ -48,6 +55,7 @@ func (p *progress) start(unit string, ch events.Channel, pending uint64) {
 
 // add records n more received changes with pending still to come.
 func (p *progress) add(unit string, ch events.Channel, n int, pending uint64, done bool) {
+	defer p.notify()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	it := p.item(unit, ch)

@@ -75,3 +75,24 @@ func (a *Agent) enforceRetention(ctx context.Context) error {
 	}
 	return nil
 }
+
+// purgeRetained removes accepted device-created events whose retention
+// ended (retain_events_days): at start, then every
+// RetentionPurgeInterval. Retention is counted in days, so minutes of
+// delay cost nothing, and an idle device makes no write in between.
+func (a *Agent) purgeRetained(ctx context.Context) {
+	t := time.NewTicker(a.cfg.RetentionPurgeInterval)
+	defer t.Stop()
+	for {
+		if n, err := a.db.PurgeRetained(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			a.log.Warn("purge retained events", "err", err)
+		} else if n > 0 {
+			a.log.Info("retained events removed", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

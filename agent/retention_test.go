@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/ingest"
 	"github.com/fieldsync/fieldsync/internal/fstest"
 	"github.com/fieldsync/fieldsync/store"
 )
@@ -79,4 +80,23 @@ func TestAgent_Open_RetentionWipe(t *testing.T) {
 	if !st.OnlineOnly || st.Wiped == nil {
 		t.Fatalf("after a wipe the device is online only again and says why: %+v", st)
 	}
+}
+
+// TestAgent_PurgeRetained_OnItsTimer: an accepted device-created event
+// whose retention ended is removed by the purge timer, with no sync and no
+// other activity.
+func TestAgent_PurgeRetained_OnItsTimer(t *testing.T) {
+	ctx := context.Background()
+	b := fstest.MustStartBroker(t, "north")
+	startIngest(t, b, ingest.Rights{})
+	cfg := testConfig("tab1", "north")
+	zero := 0
+	cfg.BrokerURL, cfg.DataDir, cfg.RetainEventsDays, cfg.RetentionPurgeInterval = b.URL(), t.TempDir(), &zero, 100*time.Millisecond
+	a := startQuietAgent(t, cfg)
+	fstest.Eventually(t, 30*time.Second, func() bool { return settled(a) }, "agent synced")
+	if _, err := a.Write(ctx, WriteRequest{OrgUnit: "north", Channel: "events", Kind: "event", RecordID: "mine", Body: map[string]any{"x": 1}}); err != nil {
+		t.Fatal(err)
+	}
+	waitOutboxEmpty(t, a, 10*time.Second)
+	fstest.Eventually(t, 10*time.Second, func() bool { return recordCount(t, a) == 0 }, "accepted event removed by the purge timer")
 }

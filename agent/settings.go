@@ -25,6 +25,7 @@ func (a *Agent) SetRefreshMode(ctx context.Context, on bool) error {
 		return err
 	}
 	a.refresh.Store(on)
+	a.statusChanged()
 	a.log.Info("refresh mode switched", "on", on, "effective", "next sync")
 	return nil
 }

@@ -84,7 +84,9 @@ type ChannelStatus struct {
 	Units   []store.Checkpoint `json:"checkpoints"`
 }
 
-// Status returns the agent's current status.
+// Status returns the agent's current status. Record counts are kept by the
+// store between writes, so reading the status while nothing changes costs
+// a few small queries; [Agent.StatusChanged] says when to read it again.
 func (a *Agent) Status(ctx context.Context) (Status, error) {
 	st := a.runtimeStatus()
 	cps, err := a.db.Checkpoints(ctx)
@@ -93,7 +95,7 @@ func (a *Agent) Status(ctx context.Context) (Status, error) {
 	}
 	for _, ch := range events.Channels {
 		cs := ChannelStatus{Channel: ch, Units: []store.Checkpoint{}}
-		if cs.Records, err = a.db.Count(ctx, store.Query{Channel: ch, Unit: store.AnyUnit}); err != nil {
+		if cs.Records, err = a.db.LiveCount(ctx, ch); err != nil {
 			return st, err
 		}
 		for _, cp := range cps {

@@ -28,6 +28,7 @@ type Syncer struct {
 	upMu     sync.Mutex  // one upload at a time (sync and autosync)
 	resMu    sync.Mutex  // one results reader at a time
 	metrics  syncMetrics // nil: nothing is reported
+	onChange func()      // told when the progress changes (nil: nobody)
 	// Test hooks: onBatch runs after each committed batch, onTrace is told
 	// of every upload and download step in order, beforeMarkSent runs
 	// between publishing an upload and recording it, beforeWipe between
@@ -44,7 +45,7 @@ func NewSyncer(cfg Config, client *natsjs.Client, db *store.DB, log *slog.Logger
 		log = slog.Default()
 	}
 	s := &Syncer{cfg: cfg.WithDefaults(), client: client, db: db, log: log}
-	s.progress.Store(newProgress())
+	s.progress.Store(newProgress(nil))
 	return s
 }
 
@@ -56,6 +57,13 @@ type syncMetrics interface {
 	Applied(channel string, n int)
 	// Downloaded: payload bytes received from the broker.
 	Downloaded(bytes int)
+}
+
+// changed tells the agent that the sync's state changed.
+func (s *Syncer) changed() {
+	if s.onChange != nil {
+		s.onChange()
+	}
 }
 
 // downloaded reports the payload bytes of ds.
@@ -96,7 +104,8 @@ type Report struct {
 // (unit, channel) never read before starts with the latest version of each
 // record); last, the results of uploaded writes are applied.
 func (s *Syncer) Sync(ctx context.Context, scope Scope) (Report, error) {
-	s.progress.Store(newProgress())
+	s.progress.Store(newProgress(s.onChange))
+	s.changed()
 	r := Report{Scope: scope, Started: time.Now()}
 	if err := s.applyParked(ctx); err != nil {
 		r.Finished = time.Now()

@@ -40,7 +40,8 @@ func (s *Syncer) syncUnit(ctx context.Context, unit string, ch events.Channel, b
 		return err
 	}
 	cur, err := s.client.OpenCursor(ctx, natsjs.CursorSpec{Unit: unit, Channel: ch, Durable: durable,
-		After: cp.LastSeq, Snapshot: !cp.SnapshotDone, InactiveThreshold: s.cfg.DurableInactive, StallTimeout: s.cfg.StallTimeout})
+		After: cp.LastSeq, Snapshot: !cp.SnapshotDone, InactiveThreshold: s.cfg.DurableInactive, StallTimeout: s.cfg.StallTimeout,
+		BatchBytes: s.cfg.BatchBytes, BufferBytes: 2 * s.cfg.BatchBytes})
 	if err != nil {
 		return err
 	}

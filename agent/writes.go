@@ -82,13 +82,16 @@ func (s *Syncer) Write(ctx context.Context, r WriteRequest) (store.Mutation, err
 
 // Upload publishes every queued write, oldest first, and marks each sent
 // once the broker has stored it. A crash between the two re-sends it on
-// the next run; ingest applies it once either way.
+// the next run; ingest applies it once either way. It reads the queue a
+// few writes at a time, so that at most about BatchBytes of bodies are in
+// memory.
 func (s *Syncer) Upload(ctx context.Context) (int, error) {
 	s.upMu.Lock()
 	defer s.upMu.Unlock()
+	page := min(max(s.cfg.BatchBytes/events.MaxBodySize, 1), 500)
 	sent := 0
 	for {
-		queued, err := s.db.Queued(ctx, 500)
+		queued, err := s.db.Queued(ctx, page)
 		if err != nil || len(queued) == 0 {
 			return sent, err
 		}
@@ -108,7 +111,11 @@ func (s *Syncer) Upload(ctx context.Context) (int, error) {
 	}
 }
 
-// Results applies the ingest results waiting for this device.
+// Results catches up on the ingest results waiting for this device: it
+// reads the device's results cursor from the results checkpoint until it
+// has nothing more. While the agent is connected, results also arrive on
+// the device's results subscription as ingest publishes them (autosync);
+// this reads what was published while the device was offline.
 func (s *Syncer) Results(ctx context.Context) (int, error) {
 	s.resMu.Lock()
 	defer s.resMu.Unlock()
@@ -120,7 +127,7 @@ func (s *Syncer) Results(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	spec.StallTimeout, spec.InactiveThreshold = s.cfg.StallTimeout, s.cfg.DurableInactive
+	spec.StallTimeout, spec.InactiveThreshold, spec.BatchBytes = s.cfg.StallTimeout, s.cfg.DurableInactive, s.cfg.BatchBytes
 	cur, err := s.client.OpenCursor(ctx, spec)
 	if err != nil {
 		return 0, err
@@ -133,22 +140,39 @@ func (s *Syncer) Results(ctx context.Context) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		b := store.ResultsBatch{RetainEvents: s.cfg.RetainEvents(), Now: time.Now()}
-		for _, d := range ds {
-			b.LastSeq = d.StreamSeq
-			r, err := events.DecodeResult(d.Data)
-			if err != nil {
-				s.log.Warn("unreadable ingest result skipped", "seq", d.StreamSeq, "err", err)
-				continue
-			}
-			b.Results = append(b.Results, r)
+		if len(ds) == 0 {
+			continue
 		}
-		if err := s.db.ApplyResults(ctx, b); err != nil {
+		applied, err := s.applyResults(ctx, ds, ds[len(ds)-1].StreamSeq)
+		n += applied
+		if err != nil {
 			return n, err
 		}
-		n += len(b.Results)
 	}
 	return n, nil
+}
+
+// applyResults decodes ds and applies the results in one transaction,
+// moving the results checkpoint to lastSeq (0 leaves it: results from the
+// subscription carry no stream sequence). Unreadable results are logged
+// and skipped. It returns how many results it applied.
+func (s *Syncer) applyResults(ctx context.Context, ds []natsjs.Delivery, lastSeq uint64) (int, error) {
+	b := store.ResultsBatch{LastSeq: lastSeq, RetainEvents: s.cfg.RetainEvents(), Now: time.Now()}
+	for _, d := range ds {
+		r, err := events.DecodeResult(d.Data)
+		if err != nil {
+			s.log.Warn("unreadable ingest result skipped", "subject", d.Subject, "seq", d.StreamSeq, "err", err)
+			continue
+		}
+		b.Results = append(b.Results, r)
+	}
+	if len(b.Results) == 0 && lastSeq == 0 {
+		return 0, nil
+	}
+	if err := s.db.ApplyResults(ctx, b); err != nil {
+		return 0, err
+	}
+	return len(b.Results), nil
 }
 
 func (s *Syncer) trace(op string) {

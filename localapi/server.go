@@ -127,7 +127,7 @@ func Handler(b Backend, opt Options) http.Handler {
 	if opt.Log == nil {
 		opt.Log = slog.Default()
 	}
-	h := &handler{b: b, log: opt.Log, metricsH: opt.Metrics}
+	h := &handler{b: b, log: opt.Log, metricsH: opt.Metrics, feed: newStatusFeed(b)}
 	mux, probe := http.NewServeMux(), http.NewServeMux()
 	allow := map[string][]string{} // path pattern -> its methods
 	for _, rt := range h.routes() {
@@ -197,6 +197,7 @@ type handler struct {
 	b        Backend
 	log      *slog.Logger
 	metricsH http.Handler
+	feed     *statusFeed // the status streams' shared reader
 }
 
 func (h *handler) status(w http.ResponseWriter, r *http.Request) {

@@ -39,9 +39,23 @@ type CursorSpec struct {
 	// StallTimeout fails a read that makes no progress while changes are
 	// pending. Default 30 s.
 	StallTimeout time.Duration
-	// Buffer is how many messages the client keeps prefetched. Default 2,000.
-	Buffer int
+	// BufferBytes bounds the messages the client keeps prefetched, in bytes
+	// (default [DefaultBufferBytes]). It must exceed the largest message
+	// ([events.MaxMessageSize]); a smaller value is raised to that.
+	BufferBytes int
+	// BatchBytes bounds one [Cursor.Next] batch by the bytes of its data
+	// (default [DefaultBatchBytes]); a batch has at least one message
+	// whatever its size.
+	BatchBytes int
 }
+
+// Defaults of [CursorSpec]: what a device holds in memory per cursor is
+// bounded by bytes, not by message counts, so 256 KiB documents cost no
+// more than small events.
+const (
+	DefaultBufferBytes = 8 << 20
+	DefaultBatchBytes  = 4 << 20
+)
 
 // DurableName returns the durable consumer name for a device's channel.
 // The unit is implied by the stream the consumer lives in.
@@ -110,12 +124,42 @@ func openCursor(ctx context.Context, js jetstream.JetStream, spec CursorSpec) (*
 	}
 	c.pending = info.NumPending
 	c.caughtUp = info.NumPending == 0
-	c.it, err = c.cons.Messages(jetstream.PullMaxMessages(spec.Buffer))
+	c.it, err = c.cons.Messages(prefetch(ctx, s, spec, c.pending))
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: read %s: %w", spec.Durable, err)
 	}
 	return c, nil
 }
+
+// maxSnapshotPrefetch caps the messages a snapshot cursor prefetches.
+const maxSnapshotPrefetch = 2000
+
+// prefetch says how much the client reads ahead of [Cursor.Next]: at most
+// about spec.BufferBytes. A delta cursor asks the broker for that many
+// bytes (PullMaxBytes). A snapshot cursor must not: nats-server (2.15)
+// drops a DeliverLastPerSubject message that does not fit the bytes left
+// in a pull request, never delivering it, and the device would skip that
+// record for good. It asks for a number of messages instead, sized from
+// the larger of the stream's average message and the channel's latest one.
+func prefetch(ctx context.Context, s jetstream.Stream, spec CursorSpec, pending uint64) jetstream.PullMessagesOpt {
+	if !spec.Snapshot {
+		return jetstream.PullMaxBytes(spec.BufferBytes)
+	}
+	size := 1
+	if st := s.CachedInfo().State; st.Msgs > 0 {
+		size = int(st.Bytes / st.Msgs)
+	}
+	if filter, err := spec.filter(); err == nil && pending > 0 {
+		if m, err := s.GetLastMsgForSubject(ctx, filter); err == nil {
+			size = max(size, len(m.Subject)+len(m.Data)+messageOverhead)
+		}
+	}
+	return jetstream.PullMaxMessages(min(max(spec.BufferBytes/size, 1), maxSnapshotPrefetch))
+}
+
+// messageOverhead is about what a delivered message costs besides its
+// subject and data (headers, reply subject).
+const messageOverhead = 256
 
 // settledInfo re-reads a reused durable's info that says nothing is
 // pending: the broker updates a consumer's pending count a moment after a
@@ -140,8 +184,13 @@ func (s CursorSpec) withDefaults() CursorSpec {
 	if s.StallTimeout == 0 {
 		s.StallTimeout = 30 * time.Second
 	}
-	if s.Buffer == 0 {
-		s.Buffer = 2000
+	if s.BufferBytes == 0 {
+		s.BufferBytes = DefaultBufferBytes
+	}
+	// A pull asks for at most half the buffer: it must fit one message.
+	s.BufferBytes = max(s.BufferBytes, 2*(events.MaxMessageSize+4096))
+	if s.BatchBytes <= 0 {
+		s.BatchBytes = DefaultBatchBytes
 	}
 	return s
 }
@@ -219,12 +268,14 @@ func (c *Cursor) Pending() uint64 { return c.pending }
 // pending (the last delivery said nothing remained).
 func (c *Cursor) CaughtUp() bool { return c.caughtUp }
 
-// Next returns up to max deliveries: it waits for the first one (up to the
-// stall timeout) and then takes whatever else is already buffered. It
-// returns an empty batch once the cursor is caught up.
+// Next returns up to max deliveries and up to the spec's BatchBytes of
+// data: it waits for the first one (up to the stall timeout) and then takes
+// whatever else is already buffered. It returns an empty batch once the
+// cursor is caught up.
 func (c *Cursor) Next(ctx context.Context, max int) ([]Delivery, error) {
 	var out []Delivery
-	for len(out) < max && !c.caughtUp {
+	size := 0
+	for len(out) < max && size < c.spec.BatchBytes && !c.caughtUp {
 		msg, err := c.next(ctx, len(out) == 0)
 		if err != nil {
 			if len(out) > 0 && errors.Is(err, nats.ErrTimeout) {
@@ -241,6 +292,7 @@ func (c *Cursor) Next(ctx context.Context, max int) ([]Delivery, error) {
 			continue // already applied before the durable was re-created
 		}
 		out = append(out, Delivery{Subject: msg.Subject(), Data: msg.Data(), StreamSeq: md.Sequence.Stream, Pending: md.NumPending})
+		size += len(msg.Data())
 	}
 	return out, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -187,8 +188,8 @@ func TestClient_OpenCursor_AfterDeliversOnlyLater(t *testing.T) {
 func TestCursor_PendingMatchesDeliveries(t *testing.T) {
 	b := fstest.MustStartBroker(t, "north")
 	all := publishSeqs(t, b, "north", 37)
-	// A small buffer makes the cursor pull several times.
-	c := mustOpenCursor(t, b, natsjs.CursorSpec{Unit: "north", Channel: ev, Durable: "p", Buffer: 8})
+	// A small batch byte limit makes the cursor return many batches.
+	c := mustOpenCursor(t, b, natsjs.CursorSpec{Unit: "north", Channel: ev, Durable: "p", BatchBytes: 200})
 	if c.Pending() != 37 {
 		t.Fatalf("Pending() = %d, want 37", c.Pending())
 	}
@@ -386,5 +387,96 @@ func TestClient_OpenCursor_CheckpointTooOldAfterFullPurge(t *testing.T) {
 	}
 	if !errors.Is(err, natsjs.ErrCheckpointTooOld) {
 		t.Fatalf("After=%d on a stream emptied up to %d: %v, want ErrCheckpointTooOld", all[1], all[5], err)
+	}
+}
+
+// TestCursor_Next_BoundedByBytes: with large records the cursor holds and
+// returns a bounded number of bytes, not a number of messages.
+func TestCursor_Next_BoundedByBytes(t *testing.T) {
+	b := fstest.MustStartBroker(t, "north")
+	const n, size = 24, 100 << 10
+	blob := strings.Repeat("x", size)
+	var all []uint64
+	for i := 0; i < n; i++ {
+		all = append(all, b.MustPublish(t, fstest.Change(t, "north", ev, "event", fmt.Sprintf("big%02d", i), map[string]any{"blob": blob})))
+	}
+	const batchBytes = 250 << 10
+	c := mustOpenCursor(t, b, natsjs.CursorSpec{Unit: "north", Channel: ev, Durable: "big", BufferBytes: 1, BatchBytes: batchBytes})
+	ctx := testCtx(t)
+	cons, err := mustJS(t, b).Consumer(ctx, "FS_ORG_north", "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The smallest buffer holds two of the largest messages: about five of
+	// these, never all 24.
+	limit := uint64(2*(events.MaxMessageSize+4096)/size + 1)
+	var got []uint64
+	for !c.CaughtUp() {
+		ds, err := c.Next(ctx, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bytes := 0
+		for _, d := range ds {
+			bytes += len(d.Data)
+		}
+		if len(ds) > 1 && bytes-len(ds[len(ds)-1].Data) >= batchBytes {
+			t.Fatalf("batch of %d messages, %d bytes: over the %d byte limit before its last message", len(ds), bytes, batchBytes)
+		}
+		got = append(got, seqs(ds)...)
+		info, err := cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ahead := info.Delivered.Stream - got[len(got)-1]; ahead > limit {
+			t.Fatalf("after reading seq %d the broker had delivered up to %d: %d messages buffered, limit %d",
+				got[len(got)-1], info.Delivered.Stream, ahead, limit)
+		}
+	}
+	if !reflect.DeepEqual(got, all) {
+		t.Fatalf("delivered %v, want %v", got, all)
+	}
+}
+
+// TestCursor_Next_SnapshotOfLargeRecordsLosesNothing: a snapshot of large
+// records, read through the smallest buffer, delivers every record (the
+// broker drops last-per-subject messages that do not fit a byte-limited
+// pull) and holds a bounded number of them.
+func TestCursor_Next_SnapshotOfLargeRecordsLosesNothing(t *testing.T) {
+	b := fstest.MustStartBroker(t, "north")
+	const n, size = 100, 200 << 10
+	blob := strings.Repeat("x", size)
+	var all []uint64
+	for i := 0; i < n; i++ {
+		all = append(all, b.MustPublish(t, fstest.Change(t, "north", ev, "event", fmt.Sprintf("big%03d", i), map[string]any{"blob": blob})))
+	}
+	// Small events of another channel make the stream's average misleading.
+	for i := 0; i < 2*n; i++ {
+		b.MustPublish(t, fstest.Change(t, "north", events.ChannelAdmin, "setting", fmt.Sprintf("s%03d", i), map[string]any{"i": i}))
+	}
+	c := mustOpenCursor(t, b, natsjs.CursorSpec{Unit: "north", Channel: ev, Durable: "snapbig", Snapshot: true, BufferBytes: 1 << 20})
+	ctx := testCtx(t)
+	cons, err := mustJS(t, b).Consumer(ctx, "FS_ORG_north", "snapbig")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []uint64
+	for !c.CaughtUp() {
+		ds, err := c.Next(ctx, 1000)
+		if err != nil {
+			t.Fatalf("after %d of %d records: %v", len(got), n, err)
+		}
+		got = append(got, seqs(ds)...)
+		info, err := cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ahead := info.Delivered.Consumer - uint64(len(got)); ahead > (1<<20)/size+1 {
+			t.Fatalf("after reading %d the broker had delivered %d: %d records of %d KiB buffered for a 1 MiB buffer",
+				len(got), info.Delivered.Consumer, ahead, size>>10)
+		}
+	}
+	if !reflect.DeepEqual(got, all) {
+		t.Fatalf("snapshot delivered %d records, want all %d: %v", len(got), n, got)
 	}
 }

@@ -2,6 +2,9 @@
 // fieldsync's streams ([Client.Provision]), appends server-side changes with
 // per-record optimistic concurrency ([Publisher]) and reads a unit's
 // changes for a device through durable pull consumers ([Client.OpenCursor]).
+// A device's ingest results arrive on a plain subscription
+// ([Client.SubscribeResults]) while it is connected, and through its results
+// cursor after it was offline.
 //
 // Everything above it deals in [events.Envelope] values and stream
 // sequences; nothing above it imports the jetstream package.

@@ -19,9 +19,10 @@ var ErrClosed = errors.New("store: closed")
 // DB is the device database. It is safe for concurrent use; writes are
 // serialised on a single connection.
 type DB struct {
-	path   string
-	writer *sql.DB
-	reader *sql.DB
+	path    string
+	writer  *sql.DB
+	reader  *sql.DB
+	changes changes
 	// unreadable: records listings skipped (see [DB.UnreadableRecords]).
 	unreadable unreadable
 }
@@ -35,6 +36,10 @@ type Options struct {
 	// Log receives the store's warnings, such as a record skipped as
 	// unreadable (default slog.Default()).
 	Log *slog.Logger
+	// OnCommit, when set, is called after every committed write (from the
+	// writing goroutine; it must not block): the agent's status-change
+	// notifier.
+	OnCommit func()
 }
 
 // Open opens (creating if needed) the database at path and migrates it to
@@ -60,6 +65,7 @@ func Open(ctx context.Context, path string, o Options) (*DB, error) {
 	w.SetMaxOpenConns(1)
 	w.SetConnMaxIdleTime(0)
 	db := &DB{path: path, writer: w, unreadable: unreadable{log: o.Log}}
+	db.changes.onCommit = o.OnCommit
 	if err := db.migrate(ctx); err != nil {
 		w.Close()
 		return nil, err
@@ -116,5 +122,6 @@ func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
+	db.committed()
 	return nil
 }

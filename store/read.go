@@ -271,5 +271,8 @@ func (db *DB) Meta(ctx context.Context, key string) (string, error) {
 func (db *DB) SetMeta(ctx context.Context, key, value string) error {
 	_, err := db.writer.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?, ?)
 		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value)
+	if err == nil {
+		db.committed()
+	}
 	return err
 }
