@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/fieldsync/fieldsync/events"
 )
 
 // ErrNothingToApply: no completed download is staged.
@@ -84,10 +86,12 @@ func (db *DB) ApplyStaged(ctx context.Context, now time.Time) (int, error) {
 	return n, err
 }
 
-// MergeApplied folds applied staged rows into the channel tables, chunk
-// rows per transaction, until none are left, and returns how many. Each
-// chunk moves rows atomically, so the live view is the same before and
-// after every commit.
+// MergeApplied folds applied staged rows into the channel tables, at most
+// chunk rows per transaction, until none are left, and returns how many.
+// Each chunk moves rows atomically, so the live view is the same before
+// and after every commit. A chunk ends early, after the row in progress,
+// when another write waits for the database's single writer: a local
+// write made during a long merge waits for one row, not for the chunk.
 func (db *DB) MergeApplied(ctx context.Context, chunk int) (int, error) {
 	total := 0
 	for {
@@ -99,29 +103,59 @@ func (db *DB) MergeApplied(ctx context.Context, chunk int) (int, error) {
 	}
 }
 
+// mergePage is how many staged rows a merge reads at a time, so that a
+// chunk cut short by a waiting write has read little it did not merge.
+const mergePage = 64
+
 func (db *DB) mergeChunk(ctx context.Context, chunk int) (int, error) {
 	n := 0
+
 	err := db.tx(ctx, func(tx *sql.Tx) error {
+		// A writer that starts waiting from now on makes the chunk yield.
+		waits := db.writer.Stats().WaitCount
 		_, applied, err := db.gens(ctx, tx)
 		if err != nil {
 			return err
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT channel, org_unit, kind, record_id, version, event_id, origin, updated_at, deleted, body
-			FROM staged WHERE gen <= ? ORDER BY channel, org_unit, kind, record_id LIMIT ?`, applied, chunk)
-		if err != nil {
-			return err
+		var after *events.Address
+		for n < chunk {
+			page, err := appliedPage(ctx, tx, applied, after, min(mergePage, chunk-n))
+			if err != nil || len(page) == 0 {
+				return err
+			}
+			for i := range page {
+				if err := mergeRows(ctx, tx, page[i:i+1]); err != nil {
+					return err
+				}
+				n++
+				if db.writer.Stats().WaitCount != waits {
+					return nil
+				}
+			}
+			after = &page[len(page)-1].addr
 		}
-		batch, err := scanStaged(rows)
-		if err != nil {
-			return err
-		}
-		n = len(batch)
-		return mergeRows(ctx, tx, batch)
+		return nil
 	})
 	if err != nil {
 		return n, fmt.Errorf("store: merge applied changes: %w", err)
 	}
 	return n, nil
+}
+
+// appliedPage reads up to limit applied staged rows in key order, after
+// the row at after unless nil.
+func appliedPage(ctx context.Context, tx *sql.Tx, applied int64, after *events.Address, limit int) ([]stagedRow, error) {
+	cond, args := "", []any{applied}
+	if after != nil {
+		cond = ` AND (channel, org_unit, kind, record_id) > (?, ?, ?, ?)`
+		args = append(args, string(after.Channel), after.OrgUnit, after.Kind, after.RecordID)
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT channel, org_unit, kind, record_id, version, event_id, origin, updated_at, deleted, body
+		FROM staged WHERE gen <= ?`+cond+` ORDER BY channel, org_unit, kind, record_id LIMIT ?`, append(args, limit)...)
+	if err != nil {
+		return nil, err
+	}
+	return scanStaged(rows)
 }
 
 // DropStaging merges what was applied and discards any staged download not

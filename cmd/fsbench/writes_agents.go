@@ -105,7 +105,8 @@ func startAgentProc(ctx context.Context, url, dir, device string) (*agentProc, e
 		return nil, err
 	}
 	p.api = localapi.NewClient(addr, tok)
-	p.api.HTTP = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: time.Minute}}
+	// Calls beyond 64 at a time wait for a connection (their time counts).
+	p.api.HTTP = &http.Client{Transport: &http.Transport{MaxConnsPerHost: 64, MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute}}
 	return p, nil
 }
 
