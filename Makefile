@@ -21,16 +21,20 @@ fuzz:
 
 bench: bench-initial-sync bench-writes bench-apply bench-sse
 
-# Initial sync of 1,000,000 records; prints the figures next to their limits.
+# Initial sync of 1,000,000 records against the raw consume rate (TCP) and
+# the fastest raw SQLite bulk load; prints the figures next to their limits.
 bench-initial-sync:
 	go run ./cmd/fsbench initial-sync --records 1000000
 
-# Write latency at 1,000 writes/s from 10 devices, and max ingest throughput.
+# POST /v1/records -> shown accepted on the agent's API, 10 agents in their
+# own processes, 1,000 writes/s open loop; lost/doubled checked on the
+# server; then max ingest throughput.
 bench-writes:
 	go run ./cmd/fsbench writes
 
-# Apply of 100,000 staged changes over 1,000,000 records: the user's wait,
-# the background merge against raw SQLite, reader latency meanwhile.
+# Apply of 100,000 staged changes over 1,000,000 records through the local
+# HTTP API: the user's wait, the background merge against raw SQLite, reads
+# and write -> visible meanwhile.
 bench-apply:
 	go run ./cmd/fsbench apply
 

@@ -80,12 +80,25 @@ func (c *Client) Status(ctx context.Context) (agent.Status, error) {
 
 // Records returns local records matching q.
 func (c *Client) Records(ctx context.Context, q store.Query) ([]store.Record, error) {
+	p, err := c.RecordsPage(ctx, q)
+	return p.Records, err
+}
+
+// RecordsPage returns one page of the local records matching q and, when
+// the page is full, the cursor of the next: set q.After to
+// [ParseCursor] of [RecordsPage.Next] to continue.
+func (c *Client) RecordsPage(ctx context.Context, q store.Query) (RecordsPage, error) {
 	v := url.Values{"channel": {string(q.Channel)}}
-	if q.Kind != "" {
-		v.Set("kind", q.Kind)
+	for name, val := range map[string]string{"kind": q.Kind, "id": q.RecordID} {
+		if val != "" {
+			v.Set(name, val)
+		}
 	}
 	if q.Unit != store.AnyUnit {
 		v.Set("org_unit", q.Unit)
+	}
+	if q.After != nil {
+		v.Set("after", CursorOf(*q.After))
 	}
 	if q.Limit > 0 {
 		v.Set("limit", strconv.Itoa(q.Limit))
@@ -93,10 +106,8 @@ func (c *Client) Records(ctx context.Context, q store.Query) ([]store.Record, er
 	if q.Offset > 0 {
 		v.Set("offset", strconv.Itoa(q.Offset))
 	}
-	var out struct {
-		Records []store.Record `json:"records"`
-	}
-	return out.Records, c.do(ctx, http.MethodGet, "/v1/records?"+v.Encode(), nil, &out)
+	var out RecordsPage
+	return out, c.do(ctx, http.MethodGet, "/v1/records?"+v.Encode(), nil, &out)
 }
 
 // Sync queues a sync of scope.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/fieldsync/fieldsync/agent"
@@ -73,6 +74,35 @@ func TestClient_Records(t *testing.T) {
 	var apiErr *localapi.APIError
 	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusBadRequest || apiErr.Code != "bad_request" {
 		t.Fatalf("bad channel: %v, want a 400 bad_request APIError", err)
+	}
+}
+
+// TestClient_RecordsPage pages through a channel by key and looks a record
+// up by id.
+func TestClient_RecordsPage(t *testing.T) {
+	e := startEnv(t)
+	ctx := ctxT(t)
+	q := store.Query{Channel: events.ChannelEvents, Unit: store.AnyUnit, Limit: 3}
+	var got []string
+	for pages := 0; pages < 5; pages++ {
+		p, err := e.client.RecordsPage(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ids(p.Records))
+		if p.Next == "" {
+			break
+		}
+		if q.After, err = localapi.ParseCursor(p.Next); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := "n-act-1,n-ev-1,n-ev-2|s-ev-1,s-fnd-1"; strings.Join(got, "|") != want {
+		t.Fatalf("pages %q, want %q", strings.Join(got, "|"), want)
+	}
+	recs, err := e.client.Records(ctx, store.Query{Channel: events.ChannelEvents, Unit: "north", Kind: "event", RecordID: "n-ev-2"})
+	if err != nil || ids(recs) != "n-ev-2" || recs[0].Version != e.versions["n-ev-2"] {
+		t.Fatalf("lookup of n-ev-2: %+v %v", recs, err)
 	}
 }
 

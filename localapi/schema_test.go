@@ -23,6 +23,7 @@ var schemaTypes = map[string]reflect.Type{
 	"Due":             reflect.TypeFor[agent.Due](),
 	"WipeReport":      reflect.TypeFor[store.WipeReport](),
 	"Record":          reflect.TypeFor[store.Record](),
+	"RecordsPage":     reflect.TypeFor[localapi.RecordsPage](),
 	"Conflict":        reflect.TypeFor[store.Conflict](),
 	"Activity":        reflect.TypeFor[store.Activity](),
 	"ApplyReport":     reflect.TypeFor[agent.ApplyReport](),

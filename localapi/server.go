@@ -37,6 +37,9 @@ type Backend interface {
 	Touch(ctx context.Context) error
 }
 
+// ErrBadCursor: an after= value that is not a record key ([Cursor]).
+var ErrBadCursor = errors.New("localapi: bad cursor")
+
 // ErrNotLoopback: the API refuses to listen on a non-loopback address.
 var ErrNotLoopback = errors.New("localapi: address is not loopback")
 
@@ -224,8 +227,46 @@ func (h *handler) records(w http.ResponseWriter, r *http.Request) {
 		h.internal(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"records": recs, "count": len(recs)})
+	page := RecordsPage{Records: recs, Count: len(recs)}
+	if n := len(recs); n > 0 && n == q.Limit {
+		page.Next = Cursor(recs[n-1])
+	}
+	writeJSON(w, http.StatusOK, page)
 }
+
+// RecordsPage answers GET /v1/records.
+type RecordsPage struct {
+	Records []store.Record `json:"records"`
+	Count   int            `json:"count"`
+	// Next, set when the page is full, is the after= value of the next
+	// page (see [Cursor]).
+	Next string `json:"next,omitempty"`
+}
+
+// Cursor is the after= value that continues a listing after record r:
+// its key, org_unit/kind/id (none of the three contains a slash).
+func Cursor(r store.Record) string {
+	return CursorOf(store.Key{OrgUnit: r.OrgUnit, Kind: r.Kind, RecordID: r.RecordID})
+}
+
+// CursorOf is [Cursor] for a record key.
+func CursorOf(k store.Key) string { return k.OrgUnit + "/" + k.Kind + "/" + k.RecordID }
+
+// ParseCursor returns the record key of an after= value ([Cursor]).
+func ParseCursor(s string) (*store.Key, error) {
+	p := strings.Split(s, "/")
+	if len(p) != 3 || p[1] == "" || p[2] == "" {
+		return nil, fmt.Errorf("%w: after: want org_unit/kind/id (the next of the previous page), got %q", ErrBadCursor, s)
+	}
+	return &store.Key{OrgUnit: p[0], Kind: p[1], RecordID: p[2]}, nil
+}
+
+// Page sizes of GET /v1/records: limit defaults to defaultLimit and is
+// reduced to maxLimit.
+const (
+	defaultLimit = 100
+	maxLimit     = 10000
+)
 
 func parseQuery(r *http.Request) (store.Query, error) {
 	v := r.URL.Query()
@@ -233,9 +274,14 @@ func parseQuery(r *http.Request) (store.Query, error) {
 	if err != nil {
 		return store.Query{}, err
 	}
-	q := store.Query{Channel: ch, Kind: v.Get("kind"), Unit: store.AnyUnit}
+	q := store.Query{Channel: ch, Kind: v.Get("kind"), Unit: store.AnyUnit, RecordID: v.Get("id")}
 	if v.Has("org_unit") {
 		q.Unit = v.Get("org_unit")
+	}
+	if v.Has("after") {
+		if q.After, err = ParseCursor(v.Get("after")); err != nil {
+			return q, err
+		}
 	}
 	for name, dst := range map[string]*int{"limit": &q.Limit, "offset": &q.Offset} {
 		if s := v.Get(name); s != "" {
@@ -246,6 +292,10 @@ func parseQuery(r *http.Request) (store.Query, error) {
 			*dst = n
 		}
 	}
+	if q.Limit == 0 {
+		q.Limit = defaultLimit
+	}
+	q.Limit = min(q.Limit, maxLimit)
 	return q, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -231,6 +232,53 @@ func TestHandler_Records(t *testing.T) {
 	}
 }
 
+// TestHandler_Records_KeyAndID: after= pages by key, id= selects one record.
+func TestHandler_Records_KeyAndID(t *testing.T) {
+	e := startEnv(t)
+	cases := map[string]string{
+		"/v1/records?channel=events&after=north/event/n-ev-1":                           "n-ev-2,s-ev-1,s-fnd-1",
+		"/v1/records?channel=events&org_unit=north&kind=event&after=north/event/n-ev-1": "n-ev-2",
+		"/v1/records?channel=events&org_unit=south&kind=event&id=s-ev-1":                "s-ev-1",
+		"/v1/records?channel=events&id=n-ev-2":                                          "n-ev-2",
+		"/v1/records?channel=events&org_unit=north&kind=event&id=s-ev-1":                "",
+		"/v1/records?channel=admin&org_unit=&after=/setting/a":                          "tenant-set-1",
+	}
+	for path, want := range cases {
+		var r localapi.RecordsPage
+		if resp := e.get(t, path, &r); resp.StatusCode != http.StatusOK || ids(r.Records) != want || r.Count != len(r.Records) {
+			t.Errorf("%s: %d %q (count %d), want %q", path, resp.StatusCode, ids(r.Records), r.Count, want)
+		}
+	}
+}
+
+// TestHandler_Records_Paging walks a channel page by page with next.
+func TestHandler_Records_Paging(t *testing.T) {
+	e := startEnv(t)
+	var got []string
+	path := "/v1/records?channel=events&limit=2"
+	for pages := 0; ; pages++ {
+		if pages > 5 {
+			t.Fatalf("still paging after %d pages: %v", pages, got)
+		}
+		var p localapi.RecordsPage
+		if resp := e.get(t, path, &p); resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: status %d", path, resp.StatusCode)
+		}
+		got = append(got, ids(p.Records))
+		if p.Next == "" {
+			break
+		}
+		if len(p.Records) != 2 || p.Next != localapi.Cursor(p.Records[1]) {
+			t.Fatalf("%s: next %q after %s", path, p.Next, ids(p.Records))
+		}
+		path = "/v1/records?channel=events&limit=2&after=" + url.QueryEscape(p.Next)
+	}
+	// Five records in pages of two: the third page is short, so it has no next.
+	if want := "n-act-1,n-ev-1|n-ev-2,s-ev-1|s-fnd-1"; strings.Join(got, "|") != want {
+		t.Fatalf("pages %q, want %q", strings.Join(got, "|"), want)
+	}
+}
+
 func TestHandler_Records_BadRequest(t *testing.T) {
 	e := startEnv(t)
 	for _, path := range []string{
@@ -239,6 +287,11 @@ func TestHandler_Records_BadRequest(t *testing.T) {
 		"/v1/records?channel=events&limit=-1",
 		"/v1/records?channel=events&offset=x",
 		"/v1/records?channel=events&kind=a.b",
+		"/v1/records?channel=events&after=n-ev-1",
+		"/v1/records?channel=events&after=north/event",
+		"/v1/records?channel=events&after=north//n-ev-1",
+		"/v1/records?channel=events&after=north/event/",
+		"/v1/records?channel=events&after=a/b/c/d",
 	} {
 		e.wantError(t, http.MethodGet, path, "", http.StatusBadRequest, "bad_request")
 	}

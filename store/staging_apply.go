@@ -97,10 +97,12 @@ func (db *DB) ApplyStaged(ctx context.Context, now time.Time) (int, error) {
 	return n, err
 }
 
-// MergeApplied folds applied staged rows into the channel tables, chunk
-// rows per transaction, until none are left, and returns how many. Each
-// chunk moves rows atomically, so the live view is the same before and
-// after every commit.
+// MergeApplied folds applied staged rows into the channel tables, at most
+// chunk rows per transaction, until none are left, and returns how many.
+// Each chunk moves rows atomically, so the live view is the same before
+// and after every commit. A chunk ends early, after the row in progress,
+// when another write waits for the database's single writer: a local
+// write made during a long merge waits for one row, not for the chunk.
 func (db *DB) MergeApplied(ctx context.Context, chunk int) (int, error) {
 	total := 0
 	for {
@@ -112,31 +114,61 @@ func (db *DB) MergeApplied(ctx context.Context, chunk int) (int, error) {
 	}
 }
 
+// mergePage is how many staged rows a merge reads at a time, so that a
+// chunk cut short by a waiting write has read little it did not merge.
+const mergePage = 64
+
 func (db *DB) mergeChunk(ctx context.Context, chunk int) (int, error) {
 	n := 0
+
 	err := db.tx(ctx, func(tx *sql.Tx) error {
+		// A writer that starts waiting from now on makes the chunk yield.
+		waits := db.writer.Stats().WaitCount
 		g, err := readGens(ctx, tx)
 		if err != nil {
 			return err
 		}
-		// Oldest generation first: a record applied in two generations
-		// ends at the newer one's state.
-		rows, err := tx.QueryContext(ctx, `SELECT channel, org_unit, kind, record_id, gen, version, event_id, origin, updated_at, deleted, body
-			FROM staged WHERE `+inChannels+` AND gen <= ? ORDER BY channel, gen, org_unit, kind, record_id LIMIT ?`, g.applied, chunk)
-		if err != nil {
-			return err
+		var after *stagedRow
+		for n < chunk {
+			page, err := appliedPage(ctx, tx, g.applied, after, min(mergePage, chunk-n))
+			if err != nil || len(page) == 0 {
+				return err
+			}
+			for i := range page {
+				if err := mergeRows(ctx, tx, page[i:i+1]); err != nil {
+					return err
+				}
+				n++
+				if db.writer.Stats().WaitCount != waits {
+					return nil
+				}
+			}
+			after = &page[len(page)-1]
 		}
-		batch, err := scanStaged(rows)
-		if err != nil {
-			return err
-		}
-		n = len(batch)
-		return mergeRows(ctx, tx, batch)
+		return nil
 	})
 	if err != nil {
 		return n, fmt.Errorf("store: merge applied changes: %w", err)
 	}
 	return n, nil
+}
+
+// appliedPage reads up to limit applied staged rows, oldest generation
+// first (a record applied in two generations ends at the newer one's
+// state), after the row at after unless nil.
+func appliedPage(ctx context.Context, tx *sql.Tx, applied int64, after *stagedRow, limit int) ([]stagedRow, error) {
+	cond, args := "", []any{applied}
+	if after != nil {
+		a := after.addr
+		cond = ` AND (channel, gen, org_unit, kind, record_id) > (?, ?, ?, ?, ?)`
+		args = append(args, string(a.Channel), after.gen, a.OrgUnit, a.Kind, a.RecordID)
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT channel, org_unit, kind, record_id, gen, version, event_id, origin, updated_at, deleted, body
+		FROM staged WHERE `+inChannels+` AND gen <= ?`+cond+` ORDER BY channel, gen, org_unit, kind, record_id LIMIT ?`, append(args, limit)...)
+	if err != nil {
+		return nil, err
+	}
+	return scanStaged(rows)
 }
 
 // DropStaging discards every staged download not applied, completed or

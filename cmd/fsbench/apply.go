@@ -21,6 +21,8 @@ type applyOpts struct {
 	changes    int
 	bodySize   int
 	chunk      int
+	readRate   int
+	writeRate  int
 	baseline   time.Duration
 	dir        string
 	keep       bool
@@ -37,7 +39,9 @@ func newApplyCmd() *cobra.Command {
 	cmd.Flags().IntVar(&o.records, "records", 1_000_000, "live records in the events channel")
 	cmd.Flags().IntVar(&o.changes, "changes", 100_000, "staged changes (80% updates, 16% inserts, 4% deletes)")
 	cmd.Flags().IntVar(&o.bodySize, "body-size", 300, "approximate body size in bytes")
-	cmd.Flags().IntVar(&o.chunk, "chunk", 2000, "rows per merge transaction")
+	cmd.Flags().IntVar(&o.chunk, "chunk", 2000, "rows per merge transaction (what the agent's merger passes)")
+	cmd.Flags().IntVar(&o.readRate, "read-rate", 100, "reads per second the app makes meanwhile, open loop (0: back to back)")
+	cmd.Flags().IntVar(&o.writeRate, "write-rate", 20, "edits per second the app makes meanwhile, open loop")
 	cmd.Flags().DurationVar(&o.baseline, "baseline", 3*time.Second, "how long the reader runs before the apply (reference latency)")
 	cmd.Flags().StringVar(&o.dir, "dir", "", "working directory (default: a temporary one)")
 	cmd.Flags().BoolVar(&o.keep, "keep", false, "keep the working directory")
@@ -72,11 +76,12 @@ func runApply(ctx context.Context, o applyOpts) error {
 		return fmt.Errorf("raw sqlite: %w", err)
 	}
 
-	db, err := store.Open(ctx, filepath.Join(o.dir, "device", "device.db"), store.Options{})
+	dev, err := openApplyDevice(ctx, filepath.Join(o.dir, "device"))
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer dev.close()
+	db := dev.agent.DB()
 	start := time.Now()
 	if err := loadDevice(ctx, db, data); err != nil {
 		return err
@@ -88,7 +93,10 @@ func runApply(ctx context.Context, o applyOpts) error {
 	}
 	fmt.Printf("  %d changes staged in %s\n", o.changes, time.Since(start).Round(time.Millisecond))
 
-	res, err := measureApply(ctx, db, data, o)
+	if err := dev.serve(ctx); err != nil {
+		return err
+	}
+	res, err := measureApply(ctx, dev, data, o)
 	if err != nil {
 		return err
 	}
@@ -158,24 +166,23 @@ func stageChanges(ctx context.Context, db *store.DB, d *applyData) error {
 }
 
 type applyResult struct {
-	applied  int
-	apply    time.Duration // ApplyStaged alone
-	wait     time.Duration // ApplyStaged + the first read that sees the new state
-	probes   int           // reads until the new state was seen
-	merged   int
-	merge    time.Duration
-	baseline []time.Duration // reader latencies before the apply
-	during   []time.Duration // reader latencies during apply + merge
-	slowest  readSample
+	applied int
+	apply   time.Duration // POST /v1/apply answered
+	wait    time.Duration // POST /v1/apply + the first read that sees the new state
+	probes  int           // reads until the new state was seen
+	merged  int
+	merge   time.Duration
+	app     *appSide
 }
 
-// measureApply runs the reader, lets it settle for o.baseline, then applies
-// and merges while it keeps reading.
-func measureApply(ctx context.Context, db *store.DB, d *applyData, o applyOpts) (applyResult, error) {
+// measureApply runs the app side, lets it settle for o.baseline, then
+// applies (POST /v1/apply, as the user does) and merges while it keeps
+// reading and writing.
+func measureApply(ctx context.Context, dev *applyDevice, d *applyData, o applyOpts) (applyResult, error) {
 	var res applyResult
 	var phase atomic.Int32
-	rd := startReader(ctx, db, d, &phase)
-	defer rd.stop()
+	app := startAppSide(ctx, dev.api, d, o.readRate, o.writeRate, &phase)
+	defer app.stop()
 	select {
 	case <-time.After(o.baseline):
 	case <-ctx.Done():
@@ -196,15 +203,15 @@ func measureApply(ctx context.Context, db *store.DB, d *applyData, o applyOpts) 
 	probe := store.Query{Channel: events.ChannelEvents, Unit: benchUnit, Kind: d.probe.Addr.Kind, Limit: 1}
 	phase.Store(phaseApply)
 	start := time.Now()
-	n, err := db.ApplyStaged(ctx, time.Now())
+	rep, err := dev.api.Apply(ctx)
 	res.apply = time.Since(start)
 	if err != nil {
 		return res, fmt.Errorf("apply: %w", err)
 	}
-	res.applied = n
+	res.applied = rep.Changes
 	for {
 		res.probes++
-		recs, err := db.Records(ctx, probe)
+		recs, err := dev.api.Records(ctx, probe)
 		if err != nil {
 			return res, fmt.Errorf("probe: %w", err)
 		}
@@ -217,17 +224,18 @@ func measureApply(ctx context.Context, db *store.DB, d *applyData, o applyOpts) 
 	}
 	res.wait = time.Since(start)
 
+	// What the agent's merger runs after an Apply.
 	start = time.Now()
-	res.merged, err = db.MergeApplied(ctx, o.chunk)
+	res.merged, err = dev.agent.DB().MergeApplied(ctx, o.chunk)
 	res.merge = time.Since(start)
 	if err != nil {
 		return res, fmt.Errorf("merge: %w", err)
 	}
 	phase.Store(phaseAfter)
-	if err := rd.stop(); err != nil {
-		return res, fmt.Errorf("reader: %w", err)
+	if err := app.stop(); err != nil {
+		return res, fmt.Errorf("app side: %w", err)
 	}
-	res.baseline, res.during, res.slowest = rd.split()
+	res.app = app
 	return res, nil
 }
 
@@ -261,20 +269,35 @@ func checkApplied(ctx context.Context, db *store.DB, d *applyData) error {
 func reportApply(o applyOpts, raw rawApply, r applyResult) {
 	rawRate := float64(raw.rows) / raw.seconds
 	mergeRate := float64(r.merged) / r.merge.Seconds()
-	p99, worst := percentile(r.during, 99), percentile(r.during, 100)
+	readBase, reads, slowRead := r.app.s.split("read")
+	writeBase, writes, slowWrite := r.app.s.split("write")
 	fmt.Println()
 	fmt.Printf("(a) raw SQLite, the same %d changes in one transaction + wal_checkpoint: %8.0f rows/s  (%.2f s)\n",
 		raw.rows, rawRate, raw.seconds)
-	fmt.Printf("(b) ApplyStaged: %.1f ms for %d changes; first read after it sees the new state (%d read)\n",
+	fmt.Printf("(b) POST /v1/apply: %.1f ms for %d changes; first read after it sees the new state (%d read)\n",
 		ms(r.apply), r.applied, r.probes)
 	fmt.Printf("(c) user waits %.1f ms                                          target <= 1000 ms  %s\n",
 		ms(r.wait), verdict(r.wait <= time.Second))
 	fmt.Printf("(d) background merge: %d rows in %.2f s = %.0f rows/s, %.2f of (a) (%.1fx its time)\n",
 		r.merged, r.merge.Seconds(), mergeRate, mergeRate/rawRate, r.merge.Seconds()/raw.seconds)
-	fmt.Printf("(e) reader during apply+merge: %d calls, p50 %.1f ms, p99 %.1f ms\n",
-		len(r.during), ms(percentile(r.during, 50)), ms(p99))
+	fmt.Printf("(e) reader (GET /v1/records, %s) during apply+merge: %d calls, p50 %.1f ms, p99 %.1f ms\n",
+		readMode(o.readRate), len(reads), ms(percentile(reads, 50)), ms(percentile(reads, 99)))
 	fmt.Printf("(f) worst reader latency %.1f ms (%s)                 target <= 50 ms    %s\n",
-		ms(worst), r.slowest, verdict(worst <= 50*time.Millisecond))
-	fmt.Printf("    reference, the same reader for %s before the apply: %d calls, p50 %.1f ms, p99 %.1f ms, worst %.1f ms\n",
-		o.baseline, len(r.baseline), ms(percentile(r.baseline, 50)), ms(percentile(r.baseline, 99)), ms(percentile(r.baseline, 100)))
+		ms(percentile(reads, 100)), slowRead, verdict(percentile(reads, 100) <= 50*time.Millisecond))
+	p99 := percentile(writes, 99)
+	fmt.Printf("(g) write -> visible (POST /v1/records, then GET shows it) during apply+merge, %d/s open loop: %d writes, p50 %.1f ms, p99 %.1f ms, worst %.1f ms (%s)   target p99 <= 50 ms  %s\n",
+		o.writeRate, len(writes), ms(percentile(writes, 50)), ms(p99), ms(percentile(writes, 100)), slowWrite, verdict(len(writes) > 0 && p99 <= 50*time.Millisecond))
+	_, posts, _ := r.app.s.split("post")
+	fmt.Printf("    of which POST /v1/records answered: p50 %.1f ms, p99 %.1f ms, worst %.1f ms\n",
+		ms(percentile(posts, 50)), ms(percentile(posts, 99)), ms(percentile(posts, 100)))
+	fmt.Printf("    reference, the same app side for %s before the apply: reader %d calls, p50 %.1f ms, p99 %.1f ms, worst %.1f ms; writes %d, p50 %.1f ms, p99 %.1f ms\n",
+		o.baseline, len(readBase), ms(percentile(readBase, 50)), ms(percentile(readBase, 99)), ms(percentile(readBase, 100)),
+		len(writeBase), ms(percentile(writeBase, 50)), ms(percentile(writeBase, 99)))
+}
+
+func readMode(rate int) string {
+	if rate <= 0 {
+		return "back to back"
+	}
+	return fmt.Sprintf("%d/s open loop", rate)
 }

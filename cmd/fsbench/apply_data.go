@@ -26,7 +26,9 @@ type applyData struct {
 	changes                   []projections.Change
 	// probe is the update of the first record of kind "event": the first
 	// row of a kind-"event" query, whatever else the download changes.
-	probe    projections.Change
+	probe projections.Change
+	// deleted marks the base records the download deletes.
+	deleted  map[int]bool
 	bodySize int
 	pad      string
 	at       int64
@@ -55,8 +57,10 @@ func newApplyData(records, changes, bodySize int) *applyData {
 	for _, idx := range perm[:d.updates] {
 		ops = append(ops, op{idx: idx})
 	}
+	d.deleted = map[int]bool{}
 	for _, idx := range perm[d.updates : d.updates+d.deletes] {
 		ops = append(ops, op{idx: idx, deleted: true})
+		d.deleted[idx] = true
 	}
 	for i := 0; i < d.inserts; i++ {
 		ops = append(ops, op{idx: records + i})
@@ -223,4 +227,15 @@ func (d *applyData) randomKey(rng *rand.Rand) store.Key {
 	idx := rng.Intn(d.records)
 	kind := benchKinds[idx%len(benchKinds)]
 	return store.Key{OrgUnit: benchUnit, Kind: kind, RecordID: benchRecordID(kind, idx)}
+}
+
+// keptKey returns the key of a random base record the download does not
+// delete, other than the probe.
+func (d *applyData) keptKey(rng *rand.Rand) store.Key {
+	for {
+		if idx := rng.Intn(d.records); idx != 0 && !d.deleted[idx] {
+			kind := benchKinds[idx%len(benchKinds)]
+			return store.Key{OrgUnit: benchUnit, Kind: kind, RecordID: benchRecordID(kind, idx)}
+		}
+	}
 }

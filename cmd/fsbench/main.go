@@ -2,6 +2,8 @@
 // to the limit it is measured against, measured in the same run:
 //
 //	fsbench initial-sync --records 1000000
+//	fsbench writes
+//	fsbench apply
 package main
 
 import (
@@ -16,10 +18,14 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	root := &cobra.Command{Use: "fsbench", Short: "fieldsync benchmarks", SilenceUsage: true}
-	root.AddCommand(newInitialSyncCmd(), newAgentChildCmd(), newWritesCmd(), newApplyCmd())
-	if err := root.ExecuteContext(ctx); err != nil {
+	if err := newRootCmd().ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
 	}
+}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{Use: "fsbench", Short: "fieldsync benchmarks", SilenceUsage: true}
+	root.AddCommand(newInitialSyncCmd(), newAgentChildCmd(), newWritesCmd(), newWriteAgentCmd(), newApplyCmd())
+	return root
 }

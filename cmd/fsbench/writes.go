@@ -1,28 +1,33 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
-	"github.com/vmihailenco/msgpack/v5"
+	"golang.org/x/sync/errgroup"
 
+	"github.com/fieldsync/fieldsync/broker"
 	"github.com/fieldsync/fieldsync/events"
-	"github.com/fieldsync/fieldsync/ingest"
-	"github.com/fieldsync/fieldsync/natsjs"
-	"github.com/fieldsync/fieldsync/natsserver"
 )
 
 type writesOpts struct {
 	devices  int
 	rate     int
 	duration time.Duration
+	poll     time.Duration
+	drain    time.Duration
 	burst    int
 }
 
@@ -30,64 +35,279 @@ func newWritesCmd() *cobra.Command {
 	var o writesOpts
 	cmd := &cobra.Command{
 		Use:   "writes",
-		Short: "Device write → accepted result latency under load, and max ingest throughput",
+		Short: "POST /v1/records → accepted on the device's API, under load from running agents; and max ingest throughput",
 		RunE:  func(cmd *cobra.Command, _ []string) error { return runWrites(cmd.Context(), o) },
 	}
-	cmd.Flags().IntVar(&o.devices, "devices", 10, "simulated devices")
-	cmd.Flags().IntVar(&o.rate, "rate", 1000, "writes per second, all devices together")
+	cmd.Flags().IntVar(&o.devices, "devices", 10, "device agents, each in its own process (an even number: shared records are per pair)")
+	cmd.Flags().IntVar(&o.rate, "rate", 1000, "writes per second, all devices together, open loop")
 	cmd.Flags().DurationVar(&o.duration, "duration", 30*time.Second, "how long to sustain the rate")
+	cmd.Flags().DurationVar(&o.poll, "poll", 5*time.Millisecond, "how often the app side looks at undecided writes (besides every /v1/stream event)")
+	cmd.Flags().DurationVar(&o.drain, "drain", 20*time.Second, "how long to wait after the load for the last outcomes")
 	cmd.Flags().IntVar(&o.burst, "burst", 50000, "mutations queued for the throughput run")
 	return cmd
 }
 
 func runWrites(ctx context.Context, o writesOpts) error {
+	if o.devices < 2 || o.devices%2 != 0 || o.rate < o.devices {
+		return fmt.Errorf("need an even --devices >= 2 and --rate >= --devices")
+	}
 	dir, err := os.MkdirTemp("", "fsbench-writes-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	srv, err := natsserver.Start(ctx, natsserver.Config{Name: "bench", Port: -1, StoreDir: filepath.Join(dir, "js")})
+	fmt.Printf("write benchmark: %d device agents (own processes, local HTTP API), %d writes/s open loop for %s "+
+		"(80%% new records, 10%% records the paired device writes at the same moment, 10%% chained edits); throughput run of %d mutations\n",
+		o.devices, o.rate, o.duration, o.burst)
+	res, err := userPath(ctx, filepath.Join(dir, "user"), o)
 	if err != nil {
 		return err
 	}
-	defer srv.Close(context.Background())
-	nc, err := srv.Connect("fsbench-broker")
+	tp, err := measureThroughput(ctx, filepath.Join(dir, "throughput"), o.burst)
 	if err != nil {
 		return err
 	}
-	broker, _ := natsjs.NewClient(nc)
-	if err := broker.Provision(ctx, []string{benchUnit}, natsjs.StreamPolicy{}); err != nil {
-		return err
-	}
-	if err := broker.ProvisionIngest(ctx, natsjs.IngestPolicy{}); err != nil {
-		return err
-	}
-	fmt.Printf("write benchmark: %d devices, %d writes/s for %s; throughput run of %d mutations\n", o.devices, o.rate, o.duration, o.burst)
-	rawP50, rawP99, err := rawRoundTrip(ctx, srv.ClientURL())
-	if err != nil {
-		return err
-	}
-	stop := startBenchIngest(broker)
-	lat, err := sustainedLatency(ctx, srv.ClientURL(), o)
-	stop()
-	if err != nil {
-		return err
-	}
-	tput, err := ingestThroughput(ctx, srv.ClientURL(), broker, o.burst)
-	if err != nil {
-		return err
-	}
-	p50, p99 := percentile(lat, 50), percentile(lat, 99)
-	fmt.Println()
-	fmt.Printf("raw JetStream publish→ack round trip (device connection): p50 %6.2f ms  p99 %6.2f ms\n", ms(rawP50), ms(rawP99))
-	fmt.Printf("write → accepted result on the device, %d/s sustained:   p50 %6.2f ms  p99 %6.2f ms   target p99 <= 25 ms %s  (%d writes)\n",
-		o.rate, ms(p50), ms(p99), verdict(p99 <= 25*time.Millisecond), len(lat))
-	fmt.Printf("max ingest throughput: %.0f mutations/s                              target >= 10000/s  %s\n", tput, verdict(tput >= 10000))
+	reportWrites(o, res, tp)
 	return nil
+}
+
+// writesResult is what the user's-path run saw.
+type writesResult struct {
+	writes  []*benchWrite
+	applied map[string]int // event id -> times in the org stream
+	apiErrs int
+	reads   int // API requests the app side made to follow the writes
+	span    time.Duration
+}
+
+// userPath runs the server side (broker with ingest) and o.devices agents,
+// sends the writes through each agent's API and follows them there; then
+// reads the org stream to check every write landed once.
+func userPath(ctx context.Context, dir string, o writesOpts) (writesResult, error) {
+	var res writesResult
+	cfg := broker.Config{DataDir: filepath.Join(dir, "broker"), HTTPAddr: "127.0.0.1:0", OrgUnits: []string{benchUnit}}
+	cfg.NATS.Port = -1
+	b, err := broker.Open(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		return res, err
+	}
+	defer b.Close(context.Background())
+	procs, err := startAgents(ctx, b.ClientURL(), dir, o.devices)
+	defer func() {
+		for _, p := range procs {
+			p.stop()
+		}
+	}()
+	if err != nil {
+		return res, err
+	}
+	octx, stop := context.WithCancel(ctx)
+	defer stop()
+	obs := make([]*observer, len(procs))
+	var owg sync.WaitGroup
+	for i, p := range procs {
+		obs[i] = newObserver(p, o.poll)
+		owg.Add(2)
+		go func() { defer owg.Done(); obs[i].run(octx) }()
+		go func() { defer owg.Done(); obs[i].watchStream(octx) }()
+	}
+	period := time.Duration(o.devices) * time.Second / time.Duration(o.rate)
+	start := time.Now().Add(200 * time.Millisecond)
+	end := start.Add(o.duration)
+	perDev := make([][]*benchWrite, len(procs))
+	var wg sync.WaitGroup
+	for i, p := range procs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			phase := time.Duration(i) * period / time.Duration(len(procs))
+			perDev[i] = runDevice(ctx, p, i, start.Add(phase), end, period, obs[i])
+		}()
+	}
+	wg.Wait()
+	res.span = time.Since(start)
+	drainUntil := time.Now().Add(o.drain)
+	for time.Now().Before(drainUntil) && ctx.Err() == nil && undecided(obs) > 0 {
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+	owg.Wait()
+	for i := range procs {
+		if err := obs[i].sweep(ctx); err != nil {
+			return res, err
+		}
+		res.writes = append(res.writes, perDev[i]...)
+		res.apiErrs += obs[i].errs
+		res.reads += obs[i].reads
+	}
+	res.applied, err = streamEventCounts(ctx, b.ClientURL())
+	return res, err
+}
+
+func undecided(obs []*observer) int {
+	n := 0
+	for _, o := range obs {
+		n += o.undecided()
+	}
+	return n
+}
+
+// startAgents starts n agent processes and waits for their initial sync.
+func startAgents(ctx context.Context, url, dir string, n int) ([]*agentProc, error) {
+	procs := make([]*agentProc, n)
+	g, gctx := errgroup.WithContext(ctx)
+	for i := range procs {
+		g.Go(func() error {
+			p, err := startAgentProc(gctx, url, dir, fmt.Sprintf("dev%02d", i))
+			if err != nil {
+				return err
+			}
+			procs[i] = p
+			return p.waitSynced(gctx)
+		})
+	}
+	err := g.Wait()
+	var started []*agentProc
+	for _, p := range procs {
+		if p != nil {
+			started = append(started, p)
+		}
+	}
+	return started, err
+}
+
+// streamEventCounts reads the org unit stream from the start over a TCP
+// connection and counts each event id.
+func streamEventCounts(ctx context.Context, url string) (map[string]int, error) {
+	nc, err := nats.Connect(url, nats.Name("fsbench-check"))
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	name, _ := events.OrgStream(benchUnit)
+	stream, err := js.Stream(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	last := stream.CachedInfo().State.LastSeq
+	counts := map[string]int{}
+	if last == 0 {
+		return counts, nil
+	}
+	cons, err := js.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return nil, err
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, err
+	}
+	defer it.Stop()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			return nil, err
+		}
+		e, err := events.Decode(m.Data())
+		if err != nil {
+			return nil, fmt.Errorf("org stream: %w", err)
+		}
+		counts[e.EventID]++
+		md, err := m.Metadata()
+		if err != nil {
+			return nil, err
+		}
+		if md.Sequence.Stream >= last {
+			return counts, nil
+		}
+	}
+}
+
+var errNoAnswer = errors.New("no answer")
+
+// writeTally sorts the writes by what became of them.
+type writeTally struct {
+	sent, answered, refused           int
+	outcomes                          map[string]int
+	accepted, conflicted, answerTimes []time.Duration
+	byKind                            map[writeKind][]time.Duration // accepted, by kind
+	lost, doubled, wrong, unconfirmed int
+	firstRefusal                      error
+}
+
+func tally(res writesResult) writeTally {
+	t := writeTally{sent: len(res.writes), outcomes: map[string]int{}, byKind: map[writeKind][]time.Duration{}}
+	for _, w := range res.writes {
+		if w.err != nil || w.answered.IsZero() {
+			t.refused++
+			if t.firstRefusal == nil {
+				t.firstRefusal = cmp.Or(w.err, errNoAnswer)
+			}
+			continue
+		}
+		t.answered++
+		t.answerTimes = append(t.answerTimes, w.answered.Sub(w.sched))
+		t.outcomes[w.outcome]++
+		n := res.applied[w.eventID()]
+		switch {
+		case n > 1:
+			t.doubled++
+		case w.outcome == outcomeAccepted && n == 0:
+			t.lost++
+		case w.outcome == "" && n == 0:
+			t.lost++ // answered 202, never decided, not on the server
+		case w.outcome == "":
+			t.unconfirmed++ // on the server, never shown decided on the device
+		case w.outcome != outcomeAccepted && n > 0:
+			t.wrong++ // on the server, reported as a conflict or rejection
+		}
+		switch w.outcome {
+		case outcomeAccepted:
+			d := w.seen.Sub(w.sched)
+			t.accepted = append(t.accepted, d)
+			t.byKind[w.kind] = append(t.byKind[w.kind], d)
+		case outcomeConflict, outcomeRejected:
+			t.conflicted = append(t.conflicted, w.seen.Sub(w.sched))
+		}
+	}
+	return t
+}
+
+func reportWrites(o writesOpts, res writesResult, tp throughput) {
+	t := tally(res)
+	fmt.Println()
+	fmt.Printf("writes scheduled %d, answered 202 %d, refused or failed %d", t.sent, t.answered, t.refused)
+	if t.firstRefusal != nil {
+		fmt.Printf(" (first: %v)", t.firstRefusal)
+	}
+	fmt.Printf("; outcomes seen on the devices: %d accepted, %d conflict, %d rejected, %d undecided after %s\n",
+		t.outcomes[outcomeAccepted], t.outcomes[outcomeConflict], t.outcomes[outcomeRejected], t.outcomes[""], o.drain)
+	fmt.Printf("POST /v1/records answered (from its scheduled time):      p50 %7.2f ms  p99 %7.2f ms  max %7.2f ms\n",
+		ms(percentile(t.answerTimes, 50)), ms(percentile(t.answerTimes, 99)), ms(percentile(t.answerTimes, 100)))
+	p99 := percentile(t.accepted, 99)
+	fmt.Printf("write -> shown accepted (not pending) on the device's API: p50 %7.2f ms  p99 %7.2f ms  max %7.2f ms   target p99 <= 50 ms %s\n",
+		ms(percentile(t.accepted, 50)), ms(p99), ms(percentile(t.accepted, 100)), verdict(len(t.accepted) > 0 && p99 <= 50*time.Millisecond))
+	for _, k := range []writeKind{writeNew, writeChain, writeShared} {
+		d := t.byKind[k]
+		fmt.Printf("    %-14s %6d accepted: p50 %7.2f ms  p99 %7.2f ms  max %7.2f ms\n", k, len(d), ms(percentile(d, 50)), ms(percentile(d, 99)), ms(percentile(d, 100)))
+	}
+	fmt.Printf("write -> conflict shown (expected: concurrent edits of shared records): %d, p50 %.2f ms  p99 %.2f ms\n",
+		len(t.conflicted), ms(percentile(t.conflicted, 50)), ms(percentile(t.conflicted, 99)))
+	fmt.Printf("    (the app side looks at every /v1/stream event and every %s while writes are undecided: %.0f requests/s per device; %d failed)\n",
+		o.poll, float64(res.reads)/res.span.Seconds()/float64(o.devices), res.apiErrs)
+	fmt.Printf("server check (org stream read back): lost %d  target 0 %s   doubled %d  target 0 %s   applied but shown as conflict %d   applied but never shown decided %d\n",
+		t.lost, verdict(t.lost == 0), t.doubled, verdict(t.doubled == 0), t.wrong, t.unconfirmed)
+	fmt.Printf("reference: raw JetStream publish->ack round trip over TCP: p50 %.2f ms  p99 %.2f ms\n", ms(tp.rawP50), ms(tp.rawP99))
+	fmt.Printf("max ingest throughput: %.0f mutations/s                              target >= 10000/s  %s\n", tp.rate, verdict(tp.rate >= 10000))
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
+// percentile returns the p-th percentile of d (p = 100: the maximum).
 func percentile(d []time.Duration, p int) time.Duration {
 	if len(d) == 0 {
 		return 0
@@ -95,48 +315,4 @@ func percentile(d []time.Duration, p int) time.Duration {
 	s := append([]time.Duration(nil), d...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s[min(len(s)-1, len(s)*p/100)]
-}
-
-func startBenchIngest(c *natsjs.Client) func() {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := ingest.New(c, ingest.Options{}).Run(ctx); err != nil {
-			fmt.Fprintln(os.Stderr, "ingest:", err)
-		}
-	}()
-	return func() { cancel(); <-done }
-}
-
-// rawRoundTrip times 2,000 plain JetStream publishes (publish, wait for the
-// stream's ack) from a device connection.
-func rawRoundTrip(ctx context.Context, url string) (time.Duration, time.Duration, error) {
-	nc, err := nats.Connect(url)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "RAW", Subjects: []string{"raw.>"}}); err != nil {
-		return 0, 0, err
-	}
-	var lat []time.Duration
-	data := make([]byte, 300)
-	for i := 0; i < 2000; i++ {
-		t0 := time.Now()
-		if _, err := js.Publish(ctx, fmt.Sprintf("raw.%d", i%100), data); err != nil {
-			return 0, 0, err
-		}
-		lat = append(lat, time.Since(t0))
-	}
-	return percentile(lat, 50), percentile(lat, 99), nil
-}
-
-func mutation(device string, i int) *events.Envelope {
-	body, _ := msgpack.Marshal(map[string]any{"title": "inspection note", "n": i, "status": "open"})
-	mut := fmt.Sprintf("m%08d", i)
-	return &events.Envelope{EventID: mut, OrgUnit: benchUnit, Channel: events.ChannelEvents, Kind: "event",
-		RecordID: fmt.Sprintf("%s-r%06d", device, i), Op: events.OpUpsert, Body: body, SchemaVersion: events.SchemaVersion,
-		Timestamp: time.Now(), Origin: events.Origin{DeviceID: device, MutationID: mut}}
 }

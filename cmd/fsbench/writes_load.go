@@ -3,141 +3,99 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
+	"github.com/fieldsync/fieldsync/agent"
 	"github.com/fieldsync/fieldsync/events"
-	"github.com/fieldsync/fieldsync/natsjs"
 )
 
-// sustainedLatency runs o.devices devices, each writing at its share of
-// o.rate over its own connection, and returns every write's latency from
-// the start of its upload to its result arriving on the device.
-func sustainedLatency(ctx context.Context, url string, o writesOpts) ([]time.Duration, error) {
-	var mu sync.Mutex
-	var all []time.Duration
+// What a benchmark write does.
+type writeKind int
+
+const (
+	writeNew    writeKind = iota // creates a record of its own
+	writeShared                  // creates a record the paired device creates at the same moment
+	writeChain                   // edits the record the device's previous write created, chained on it
+)
+
+func (k writeKind) String() string {
+	return [...]string{"new record", "shared record", "chained edit"}[k]
+}
+
+// Outcomes of a write as seen through the agent's API.
+const (
+	outcomeAccepted = "accepted"
+	outcomeConflict = "conflict"
+	outcomeRejected = "rejected"
+)
+
+// benchWrite is one write of the benchmark and what became of it.
+type benchWrite struct {
+	dev      string
+	i        int
+	kind     writeKind
+	record   string
+	sched    time.Time // when it was due to be sent: latencies count from here
+	answered time.Time // POST /v1/records answered
+	err      error     // the POST failed
+	mut      string    // its mutation id (202 answers)
+	outcome  string    // "" until seen through the API
+	seen     time.Time // when the outcome was seen
+}
+
+// eventID is the id the server gives the write's event.
+func (w *benchWrite) eventID() string { return events.MutationEventID(w.dev, w.mut) }
+
+// plan returns device idx's write number i: every tenth a shared record,
+// every tenth (five later) a chained edit of the record written just
+// before, the rest new records.
+func plan(dev string, idx, i int) *benchWrite {
+	w := &benchWrite{dev: dev, i: i, kind: writeNew, record: fmt.Sprintf("%s-n-%06d", dev, i)}
+	switch i % 10 {
+	case 0:
+		w.kind, w.record = writeShared, fmt.Sprintf("shared-p%02d-%06d", idx/2, i)
+	case 5:
+		w.kind, w.record = writeChain, fmt.Sprintf("%s-n-%06d", dev, i-1)
+	}
+	return w
+}
+
+// runDevice sends device idx's writes open loop, one every period from
+// start (plus its phase) until end, each POST on its own goroutine so a
+// slow answer does not delay the next write; the observer follows them.
+func runDevice(ctx context.Context, p *agentProc, idx int, start, end time.Time, period time.Duration, obs *observer) []*benchWrite {
+	var all []*benchWrite
 	var wg sync.WaitGroup
-	errs := make(chan error, o.devices)
-	for d := 0; d < o.devices; d++ {
-		wg.Add(1)
-		go func(dev string) {
-			defer wg.Done()
-			lat, err := deviceLoad(ctx, url, dev, o.rate/o.devices, o.duration)
-			if err != nil {
-				errs <- err
-				return
+	for i := 0; ; i++ {
+		due := start.Add(time.Duration(i) * period)
+		if !due.Before(end) {
+			break
+		}
+		if d := time.Until(due); d > 0 {
+			select {
+			case <-time.After(d):
+			case <-ctx.Done():
+				wg.Wait()
+				return all
 			}
-			mu.Lock()
-			all = append(all, lat...)
-			mu.Unlock()
-		}(fmt.Sprintf("dev%02d", d))
+		}
+		w := plan(p.device, idx, i)
+		w.sched = due
+		all = append(all, w)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			send(ctx, p, w, obs)
+		}()
 	}
 	wg.Wait()
-	close(errs)
-	return all, <-errs
+	return all
 }
 
-func deviceLoad(ctx context.Context, url, dev string, rate int, dur time.Duration) ([]time.Duration, error) {
-	c, err := natsjs.Connect(url, natsjs.ConnectOptions{Name: dev})
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	var mu sync.Mutex
-	sent := map[string]time.Time{}
-	var lat []time.Duration
-	results, err := events.DeviceResultSubjects(dev)
-	if err != nil {
-		return nil, err
-	}
-	sub, err := c.Conn().Subscribe(results, func(m *nats.Msg) {
-		now := time.Now()
-		mut := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
-		mu.Lock()
-		defer mu.Unlock()
-		if t0, ok := sent[mut]; ok {
-			lat = append(lat, now.Sub(t0))
-			delete(sent, mut)
-		}
-	})
-	if err != nil {
-		return nil, err
-	}
-	defer sub.Unsubscribe()
-	tick := time.NewTicker(time.Second / time.Duration(rate))
-	defer tick.Stop()
-	end := time.Now().Add(dur)
-	for i := 0; time.Now().Before(end); i++ {
-		<-tick.C
-		e := mutation(dev, i)
-		mu.Lock()
-		sent[e.Origin.MutationID] = time.Now()
-		mu.Unlock()
-		if _, err := c.PublishUpload(ctx, e); err != nil {
-			return nil, err
-		}
-	}
-	time.Sleep(500 * time.Millisecond) // let the last results arrive
-	mu.Lock()
-	defer mu.Unlock()
-	if len(sent) > 0 {
-		return nil, fmt.Errorf("%s: %d writes got no result", dev, len(sent))
-	}
-	return lat, nil
-}
-
-// ingestThroughput queues n uploads with ingest stopped, then starts it and
-// times until every result exists.
-func ingestThroughput(ctx context.Context, url string, broker *natsjs.Client, n int) (float64, error) {
-	c, err := natsjs.Connect(url, natsjs.ConnectOptions{Name: "burst"})
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	before, err := resultCount(ctx, broker)
-	if err != nil {
-		return 0, err
-	}
-	if err := queueUploads(ctx, c, n); err != nil {
-		return 0, err
-	}
-	stop := startBenchIngest(broker)
-	defer stop()
-	start := time.Now()
-	for {
-		got, err := resultCount(ctx, broker)
-		if err != nil {
-			return 0, err
-		}
-		if got-before >= uint64(n) {
-			return float64(n) / time.Since(start).Seconds(), nil
-		}
-		if time.Since(start) > 5*time.Minute {
-			return 0, fmt.Errorf("only %d of %d results after 5 minutes", got-before, n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func queueUploads(ctx context.Context, c *natsjs.Client, n int) error {
-	i := 0
-	_, err := c.Publisher().PublishAllRaw(ctx, func() (string, []byte, string, bool) {
-		if i >= n {
-			return "", nil, "", false
-		}
-		e := mutation(fmt.Sprintf("burst%02d", i%10), 10_000_000+i)
-		i++
-		subj, _ := events.UploadSubject(e.Origin.DeviceID, e.Address())
-		data, _ := events.Encode(e)
-		return subj, data, e.Origin.DeviceID + "." + e.Origin.MutationID, true
-	}, 4000)
-	return err
-}
-
-func resultCount(ctx context.Context, c *natsjs.Client) (uint64, error) {
-	st, err := c.StreamState(ctx, events.ResultStream)
-	return st.Msgs, err
+func send(ctx context.Context, p *agentProc, w *benchWrite, obs *observer) {
+	body := map[string]any{"title": "inspection note", "device": w.dev, "n": w.i, "status": "open"}
+	resp, err := p.api.Write(ctx, agent.WriteRequest{OrgUnit: benchUnit, Channel: string(events.ChannelEvents), Kind: "event",
+		RecordID: w.record, Body: body})
+	obs.answered(w, resp.MutationID, err, time.Now())
 }

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestMain lets the test binary stand in for fsbench: the benchmarks start
+// their device processes (agent-child, write-agent) from their own
+// executable, and the tests below run each benchmark the same way.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && !strings.HasPrefix(os.Args[1], "-") {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// runBench runs fsbench with args in its own process and returns what it
+// printed; it fails the test if the benchmark fails.
+func runBench(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "TMPDIR="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("fsbench %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// wantLines fails unless out has a line containing each of want.
+func wantLines(t *testing.T, out string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("output has no %q:\n%s", w, out)
+		}
+	}
+}
+
+// The benchmarks at a tiny size, so they cannot rot: each runs end to end
+// and prints its figures next to their limits.
+
+func TestInitialSync_Tiny(t *testing.T) {
+	out := runBench(t, "initial-sync", "--records", "300")
+	wantLines(t, out, "(a) raw JetStream consume (ordered consumer over TCP", "the store's own bulk path", "INSERT ... SELECT",
+		"(c) end to end", "300 records in", "(d) (c) / min(a, b)", "(e) agent peak memory")
+	if strings.Contains(out, "WARNING") {
+		t.Errorf("the device did not end with every record:\n%s", out)
+	}
+}
+
+func TestWrites_Tiny(t *testing.T) {
+	out := runBench(t, "writes", "--devices", "2", "--rate", "40", "--duration", "1s", "--drain", "20s", "--burst", "200")
+	wantLines(t, out, "answered 202 40,", "refused or failed 0", "0 undecided", "target p99 <= 50 ms",
+		"lost 0  target 0 PASS", "doubled 0  target 0 PASS", "applied but shown as conflict 0", "max ingest throughput")
+}
+
+func TestApply_Tiny(t *testing.T) {
+	out := runBench(t, "apply", "--records", "200", "--changes", "30", "--baseline", "300ms", "--read-rate", "10", "--write-rate", "5")
+	wantLines(t, out, "(c) user waits", "(d) background merge: 30 rows", "(e) reader (GET /v1/records", "(g) write -> visible")
+}
