@@ -17,6 +17,7 @@ import (
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/internal/fstest"
 	"github.com/fieldsync/fieldsync/projections"
+	"github.com/fieldsync/fieldsync/projections/projectionstest"
 	"github.com/fieldsync/fieldsync/store"
 )
 
@@ -62,14 +63,14 @@ func envelopeBytes(tb testing.TB, e *events.Envelope, v int) []byte {
 }
 
 // reference folds every logged message with r, stream by stream.
-func (l *streamLog) reference(r projections.Reader) *projections.State {
+func (l *streamLog) reference(r projections.Reader) *projectionstest.State {
 	by := map[projections.Stream][]projections.Message{}
 	for _, m := range l.msgs {
 		a, _ := events.ParseSubject(m.Subject)
 		st := projections.Stream{Unit: a.OrgUnit, Channel: a.Channel}
 		by[st] = append(by[st], m)
 	}
-	s := projections.NewState()
+	s := projectionstest.NewState()
 	for st, ms := range by {
 		s.Apply(st, r.Fold(ms))
 	}
@@ -78,7 +79,7 @@ func (l *streamLog) reference(r projections.Reader) *projections.State {
 
 // requireReference fails unless db's records and parked changes are those
 // of ref.
-func requireReference(tb testing.TB, db *store.DB, ref *projections.State, what string) {
+func requireReference(tb testing.TB, db *store.DB, ref *projectionstest.State, what string) {
 	tb.Helper()
 	m := serverModel{}
 	for a, r := range ref.Records {

@@ -4,7 +4,7 @@
 // build reads: schema version, kinds) decodes and checks one message
 // ([Reader.FromMessage]) or folds a batch ([Reader.Fold]) into changes,
 // rejects (bad for good) and [Parked] messages (newer than the reader,
-// kept for a newer one). [State] is the reference in-memory projection that
-// the SQLite store must agree with, [State.Unpark] the reference of
-// applying parked messages later (golden files under testdata/).
+// kept for a newer one). The reference in-memory projection that the SQLite
+// store must agree with is test code, in package projectionstest (golden
+// files under testdata/).
 package projections

@@ -15,6 +15,7 @@ import (
 
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/projections"
+	"github.com/fieldsync/fieldsync/projections/projectionstest"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -222,16 +223,16 @@ func chunk(msgs []projections.Message, n int) [][]projections.Message {
 // run folds and applies every stream of msgs in batches of batchSize
 // (all messages at once when batchSize <= 0), stream after stream, and
 // returns the state and every reject folded, in seq order.
-func run(tb testing.TB, msgs []projections.Message, batchSize int) (*projections.State, []projections.Reject) {
+func run(tb testing.TB, msgs []projections.Message, batchSize int) (*projectionstest.State, []projections.Reject) {
 	tb.Helper()
 	return runWith(tb, projections.Reader{}, msgs, batchSize)
 }
 
 // runWith is run with reader r.
-func runWith(tb testing.TB, r projections.Reader, msgs []projections.Message, batchSize int) (*projections.State, []projections.Reject) {
+func runWith(tb testing.TB, r projections.Reader, msgs []projections.Message, batchSize int) (*projectionstest.State, []projections.Reject) {
 	tb.Helper()
 	g, keys := groupByStream(msgs)
-	s := projections.NewState()
+	s := projectionstest.NewState()
 	var rejects []projections.Reject
 	for _, st := range keys {
 		size := batchSize
@@ -322,7 +323,7 @@ type goldenReject struct {
 
 // render returns the deterministic JSON rendering of s (records, then
 // streams sorted by unit and channel) and of rejects (in the given order).
-func render(tb testing.TB, s *projections.State, rejects []projections.Reject) []byte {
+func render(tb testing.TB, s *projectionstest.State, rejects []projections.Reject) []byte {
 	tb.Helper()
 	g := golden{Records: []goldenRecord{}, Streams: []goldenStream{}, Rejects: []goldenReject{}}
 	for _, r := range s.Sorted() {
@@ -370,7 +371,7 @@ func render(tb testing.TB, s *projections.State, rejects []projections.Reject) [
 	return append(out, '\n')
 }
 
-func parkedCounts(s *projections.State) map[projections.Stream]int {
+func parkedCounts(s *projectionstest.State) map[projections.Stream]int {
 	out := map[projections.Stream]int{}
 	for st, ps := range s.Parked {
 		if len(ps) > 0 {
@@ -381,7 +382,7 @@ func parkedCounts(s *projections.State) map[projections.Stream]int {
 }
 
 // renderState renders s alone, for comparing states.
-func renderState(tb testing.TB, s *projections.State) string {
+func renderState(tb testing.TB, s *projectionstest.State) string {
 	tb.Helper()
 	return string(render(tb, s, nil))
 }

@@ -118,7 +118,7 @@ func (r Reader) Fold(msgs []Message) Batch {
 		case err == nil:
 			b.Changes = append(b.Changes, c)
 		case Parkable(err):
-			b.Parked = append(b.Parked, park(m, err))
+			b.Parked = append(b.Parked, Park(m, err))
 		default:
 			b.Rejects = append(b.Rejects, Reject{Seq: m.Seq, Subject: m.Subject, Err: err, Code: Code(err)})
 		}
@@ -126,9 +126,9 @@ func (r Reader) Fold(msgs []Message) Batch {
 	return b
 }
 
-// park keeps m, which failed with the parkable err; it copies the bytes,
+// Park keeps m, which failed with the parkable err; it copies the bytes,
 // which a consumer reuses.
-func park(m Message, err error) Parked {
+func Park(m Message, err error) Parked {
 	addr, _ := events.ParseSubject(m.Subject) // parsed by FromMessage already
 	v, _ := events.PeekVersion(m.Data)
 	return Parked{Seq: m.Seq, Subject: m.Subject, Addr: addr, Data: bytes.Clone(m.Data), Version: v, Err: err, Code: Code(err)}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/projections"
+	"github.com/fieldsync/fieldsync/projections/projectionstest"
 )
 
 const (
@@ -112,7 +113,7 @@ func addr(unit string, ch events.Channel, kind, id string) events.Address {
 }
 
 // checkRecord asserts that a is present at version, or absent when version is 0.
-func checkRecord(t *testing.T, s *projections.State, a events.Address, version uint64) {
+func checkRecord(t *testing.T, s *projectionstest.State, a events.Address, version uint64) {
 	t.Helper()
 	r, ok := s.Records[a]
 	switch {
@@ -153,7 +154,7 @@ func TestState_Apply_Idempotent(t *testing.T) {
 	g, keys := groupByStream(msgs)
 
 	t.Run("whole stream twice", func(t *testing.T) {
-		s := projections.NewState()
+		s := projectionstest.NewState()
 		for _, st := range keys {
 			b := projections.Fold(g[st])
 			s.Apply(st, b)
@@ -173,7 +174,7 @@ func TestState_Apply_Idempotent(t *testing.T) {
 	})
 
 	t.Run("each batch twice", func(t *testing.T) {
-		s := projections.NewState()
+		s := projectionstest.NewState()
 		for _, st := range keys {
 			for _, part := range chunk(g[st], 7) {
 				b := projections.Fold(part)
@@ -188,7 +189,7 @@ func TestState_Apply_Idempotent(t *testing.T) {
 	})
 
 	t.Run("earlier batches replayed after later ones", func(t *testing.T) {
-		s := projections.NewState()
+		s := projectionstest.NewState()
 		var folded []struct {
 			st projections.Stream
 			b  projections.Batch
@@ -236,7 +237,7 @@ func TestState_Apply_BatchBoundaries(t *testing.T) {
 	// Streams are independent: interleaving their batches round-robin gives
 	// the same state as applying stream after stream.
 	g, keys := groupByStream(msgs)
-	s := projections.NewState()
+	s := projectionstest.NewState()
 	parts := map[projections.Stream][][]projections.Message{}
 	for _, st := range keys {
 		parts[st] = chunk(g[st], 2)
@@ -266,10 +267,10 @@ func TestState_Apply_OverlappingBatch(t *testing.T) {
 	if len(ms) < 8 {
 		t.Fatalf("north/events has %d messages, want at least 8", len(ms))
 	}
-	want := projections.NewState()
+	want := projectionstest.NewState()
 	want.Apply(st, projections.Fold(ms))
 
-	s := projections.NewState()
+	s := projectionstest.NewState()
 	s.Apply(st, projections.Fold(ms[:6]))
 	s.Apply(st, projections.Fold(ms[3:])) // messages 3..5 again
 	if got, w := renderState(t, s), renderState(t, want); got != w {
@@ -286,7 +287,7 @@ func TestState_Apply_StaleChange(t *testing.T) {
 		bySeq[m.Seq] = m
 	}
 	st := projections.Stream{Unit: "north", Channel: events.ChannelEvents}
-	s := projections.NewState()
+	s := projectionstest.NewState()
 	// e1@10 then its older versions @4 and @1; a1@30 then its older delete @11.
 	s.Apply(st, projections.Fold([]projections.Message{bySeq[10], bySeq[4], bySeq[1], bySeq[30], bySeq[11]}))
 	checkRecord(t, s, addr("north", events.ChannelEvents, "event", "e1"), 10)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/projections"
+	"github.com/fieldsync/fieldsync/projections/projectionstest"
 	"github.com/fieldsync/fieldsync/store"
 )
 
@@ -137,7 +138,7 @@ func TestDB_Apply_OlderVersionNeverOverwritesNewer(t *testing.T) {
 	}
 
 	// The store agrees with the reference projection.
-	ref := projections.NewState()
+	ref := projectionstest.NewState()
 	ref.Apply(projections.Stream{Unit: "north", Channel: ev}, batch("north", ev, []projections.Change{
 		upsertAt(t, 9, "north", ev, "event", "e1", map[string]any{"rev": "new"}),
 		upsertAt(t, 5, "north", ev, "event", "e1", map[string]any{"rev": "old"}),

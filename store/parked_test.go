@@ -13,6 +13,7 @@ import (
 
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/projections"
+	"github.com/fieldsync/fieldsync/projections/projectionstest"
 	"github.com/fieldsync/fieldsync/store"
 )
 
@@ -96,7 +97,7 @@ func streamOf(m projections.Message) projections.Stream {
 // load folds msgs with r in batches of size per stream and applies them
 // both to db (staged from the second batch of a stream on when stage is
 // set) and to the reference state.
-func load(tb testing.TB, db *store.DB, ref *projections.State, r projections.Reader, msgs []projections.Message, size int, stage bool) {
+func load(tb testing.TB, db *store.DB, ref *projectionstest.State, r projections.Reader, msgs []projections.Message, size int, stage bool) {
 	tb.Helper()
 	by := map[projections.Stream][]projections.Message{}
 	var order []projections.Stream
@@ -125,7 +126,7 @@ func load(tb testing.TB, db *store.DB, ref *projections.State, r projections.Rea
 
 // requireMatches fails unless db's live view and parked changes are those
 // of ref.
-func requireMatches(tb testing.TB, db *store.DB, ref *projections.State, what string) {
+func requireMatches(tb testing.TB, db *store.DB, ref *projectionstest.State, what string) {
 	tb.Helper()
 	for _, ch := range events.Channels {
 		var want []snapshot
@@ -182,7 +183,7 @@ func TestDB_ApplyParked_Upgrade(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/seed %d", tc.name, seed), func(t *testing.T) {
 				msgs := upgradeStream(t, seed, 150)
 				db := mustOpenDB(t)
-				old := projections.NewState()
+				old := projectionstest.NewState()
 				load(t, db, old, oldBuild, msgs, tc.size, tc.stage)
 				if tc.stage {
 					mustReadyAndApply(t, db)
@@ -206,7 +207,7 @@ func TestDB_ApplyParked_Upgrade(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				want := projections.NewState()
+				want := projectionstest.NewState()
 				for st, ms := range groupBy(msgs) {
 					want.Apply(st, newBuild.Fold(ms))
 				}
@@ -230,7 +231,7 @@ func groupBy(msgs []projections.Message) map[projections.Stream][]projections.Me
 	return out
 }
 
-func countParked(s *projections.State) int {
+func countParked(s *projectionstest.State) int {
 	n := 0
 	for _, ps := range s.Parked {
 		n += len(ps)
@@ -259,7 +260,7 @@ func TestDB_ApplyParked_WithStagedDownload(t *testing.T) {
 	a := events.Address{OrgUnit: "north", Channel: ev, Kind: "event", RecordID: "e1"}
 	b := events.Address{OrgUnit: "north", Channel: ev, Kind: "event", RecordID: "e2"}
 	st := projections.Stream{Unit: "north", Channel: ev}
-	ref := projections.NewState()
+	ref := projectionstest.NewState()
 	apply := func(stage bool, msgs ...projections.Message) {
 		f := oldBuild.Fold(msgs)
 		ref.Apply(st, f)

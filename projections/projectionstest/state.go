@@ -1,9 +1,14 @@
-package projections
+// Package projectionstest holds the reference in-memory projection that
+// fieldsync's tests compare devices against: [State] folds batches of
+// [projections.Fold] the way a device must, with no SQLite and no broker.
+// It is test code: nothing outside tests imports it.
+package projectionstest
 
 import (
 	"sort"
 
 	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/projections"
 )
 
 // Record is one record of a projection.
@@ -20,23 +25,17 @@ type Record struct {
 type State struct {
 	Records map[events.Address]Record
 	// Checkpoints holds the last stream sequence folded, per (unit, channel).
-	Checkpoints map[Stream]uint64
+	Checkpoints map[projections.Stream]uint64
 	// Rejected counts rejected messages per (unit, channel).
-	Rejected map[Stream]int
+	Rejected map[projections.Stream]int
 	// Parked holds the parked messages per (unit, channel), in stream order.
-	Parked map[Stream][]Parked
-}
-
-// Stream names one (unit, channel) pair, the unit of checkpointing.
-type Stream struct {
-	Unit    string
-	Channel events.Channel
+	Parked map[projections.Stream][]projections.Parked
 }
 
 // NewState returns an empty state.
 func NewState() *State {
-	return &State{Records: map[events.Address]Record{}, Checkpoints: map[Stream]uint64{}, Rejected: map[Stream]int{},
-		Parked: map[Stream][]Parked{}}
+	return &State{Records: map[events.Address]Record{}, Checkpoints: map[projections.Stream]uint64{}, Rejected: map[projections.Stream]int{},
+		Parked: map[projections.Stream][]projections.Parked{}}
 }
 
 // Apply folds b, read from stream st, into s. Changes at or below the
@@ -45,7 +44,7 @@ func NewState() *State {
 // change supersedes the parked messages of its record that are older than
 // it, whether it is applied or not, so that a parked change can never
 // overwrite (or resurrect) a record with an older state later.
-func (s *State) Apply(st Stream, b Batch) {
+func (s *State) Apply(st projections.Stream, b projections.Batch) {
 	cp := s.Checkpoints[st]
 	for _, p := range b.Parked {
 		if p.Seq > cp {
@@ -71,7 +70,7 @@ func (s *State) Apply(st Stream, b Batch) {
 // change applies c unless the record holds a newer version, and drops the
 // parked messages of c's record older than c. It reports whether c was
 // applied.
-func (s *State) change(st Stream, c Change) bool {
+func (s *State) change(st projections.Stream, c projections.Change) bool {
 	kept := s.Parked[st][:0]
 	for _, p := range s.Parked[st] {
 		if p.Addr != c.Addr || p.Seq >= c.Seq {
@@ -94,11 +93,11 @@ func (s *State) change(st Stream, c Change) bool {
 // order: what r reads is applied as [State.Apply] would have, what r finds
 // corrupt is counted as rejected, and what r cannot read either stays
 // parked. It returns how many were applied.
-func (s *State) Unpark(r Reader) int {
+func (s *State) Unpark(r projections.Reader) int {
 	applied := 0
 	for st, parked := range s.Parked {
-		left := make([]Parked, 0, len(parked))
-		var got []Change
+		left := make([]projections.Parked, 0, len(parked))
+		var got []projections.Change
 		for _, p := range parked {
 			if !r.MayRead(p) {
 				left = append(left, p)
@@ -108,8 +107,8 @@ func (s *State) Unpark(r Reader) int {
 			switch {
 			case err == nil:
 				got = append(got, c)
-			case Parkable(err):
-				left = append(left, park(p.Message(), err))
+			case projections.Parkable(err):
+				left = append(left, projections.Park(p.Message(), err))
 			default:
 				s.Rejected[st]++
 			}
