@@ -55,7 +55,7 @@ func TestInitialSync_Tiny(t *testing.T) {
 
 func TestWrites_Tiny(t *testing.T) {
 	out := runBench(t, "writes", "--devices", "2", "--rate", "40", "--duration", "1s", "--drain", "20s", "--burst", "200")
-	wantLines(t, out, "answered 202 40,", "refused or failed 0", "0 undecided", "target p99 <= 50 ms",
+	wantLines(t, out, "answered 202 40,", "refused or failed 0", "0 still pending and 0 gone undecided", "target p99 <= 50 ms",
 		"lost 0  target 0 PASS", "doubled 0  target 0 PASS", "applied but shown as conflict 0", "max ingest throughput")
 }
 

@@ -133,7 +133,7 @@ func userPath(ctx context.Context, dir string, o writesOpts) (writesResult, erro
 	stop()
 	owg.Wait()
 	for i := range procs {
-		if err := obs[i].sweep(ctx); err != nil {
+		if err := obs[i].sweep(ctx, ownPrefix(procs[i].device), sharedPrefix(i)); err != nil {
 			return res, err
 		}
 		res.writes = append(res.writes, perDev[i]...)
@@ -236,6 +236,7 @@ type writeTally struct {
 	accepted, conflicted, answerTimes []time.Duration
 	byKind                            map[writeKind][]time.Duration // accepted, by kind
 	lost, doubled, wrong, unconfirmed int
+	pending                           int // still pending on the device after the drain, not on the server
 	firstRefusal                      error
 }
 
@@ -258,9 +259,11 @@ func tally(res writesResult) writeTally {
 			t.doubled++
 		case w.outcome == outcomeAccepted && n == 0:
 			t.lost++
+		case w.outcome == outcomePending && n == 0:
+			t.pending++ // unconfirmed, still queued on the device
 		case w.outcome == "" && n == 0:
-			t.lost++ // answered 202, never decided, not on the server
-		case w.outcome == "":
+			t.lost++ // answered 202, gone from the device, not on the server
+		case w.outcome == "" || w.outcome == outcomePending:
 			t.unconfirmed++ // on the server, never shown decided on the device
 		case w.outcome != outcomeAccepted && n > 0:
 			t.wrong++ // on the server, reported as a conflict or rejection
@@ -284,8 +287,8 @@ func reportWrites(o writesOpts, res writesResult, tp throughput) {
 	if t.firstRefusal != nil {
 		fmt.Printf(" (first: %v)", t.firstRefusal)
 	}
-	fmt.Printf("; outcomes seen on the devices: %d accepted, %d conflict, %d rejected, %d undecided after %s\n",
-		t.outcomes[outcomeAccepted], t.outcomes[outcomeConflict], t.outcomes[outcomeRejected], t.outcomes[""], o.drain)
+	fmt.Printf("; outcomes seen on the devices: %d accepted, %d conflict, %d rejected; %d still pending and %d gone undecided %s after the load\n",
+		t.outcomes[outcomeAccepted], t.outcomes[outcomeConflict], t.outcomes[outcomeRejected], t.outcomes[outcomePending], t.outcomes[""], o.drain)
 	fmt.Printf("POST /v1/records answered (from its scheduled time):      p50 %7.2f ms  p99 %7.2f ms  max %7.2f ms\n",
 		ms(percentile(t.answerTimes, 50)), ms(percentile(t.answerTimes, 99)), ms(percentile(t.answerTimes, 100)))
 	p99 := percentile(t.accepted, 99)
@@ -299,8 +302,8 @@ func reportWrites(o writesOpts, res writesResult, tp throughput) {
 		len(t.conflicted), ms(percentile(t.conflicted, 50)), ms(percentile(t.conflicted, 99)))
 	fmt.Printf("    (the app side looks at every /v1/stream event and every %s while writes are undecided: %.0f requests/s per device; %d failed)\n",
 		o.poll, float64(res.reads)/res.span.Seconds()/float64(o.devices), res.apiErrs)
-	fmt.Printf("server check (org stream read back): lost %d  target 0 %s   doubled %d  target 0 %s   applied but shown as conflict %d   applied but never shown decided %d\n",
-		t.lost, verdict(t.lost == 0), t.doubled, verdict(t.doubled == 0), t.wrong, t.unconfirmed)
+	fmt.Printf("server check (org stream read back): lost %d  target 0 %s   doubled %d  target 0 %s   applied but shown as conflict %d   applied but never shown decided %d   still queued on the devices %d\n",
+		t.lost, verdict(t.lost == 0), t.doubled, verdict(t.doubled == 0), t.wrong, t.unconfirmed, t.pending)
 	fmt.Printf("reference: raw JetStream publish->ack round trip over TCP: p50 %.2f ms  p99 %.2f ms\n", ms(tp.rawP50), ms(tp.rawP99))
 	fmt.Printf("max ingest throughput: %.0f mutations/s                              target >= 10000/s  %s\n", tp.rate, verdict(tp.rate >= 10000))
 }

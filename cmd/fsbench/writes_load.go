@@ -28,6 +28,9 @@ const (
 	outcomeAccepted = "accepted"
 	outcomeConflict = "conflict"
 	outcomeRejected = "rejected"
+	// outcomePending: still shown pending on the device after the drain
+	// (unconfirmed, still queued), decided by nothing yet.
+	outcomePending = "still pending"
 )
 
 // benchWrite is one write of the benchmark and what became of it.
@@ -51,15 +54,20 @@ func (w *benchWrite) eventID() string { return events.MutationEventID(w.dev, w.m
 // every tenth (five later) a chained edit of the record written just
 // before, the rest new records.
 func plan(dev string, idx, i int) *benchWrite {
-	w := &benchWrite{dev: dev, i: i, kind: writeNew, record: fmt.Sprintf("%s-n-%06d", dev, i)}
+	w := &benchWrite{dev: dev, i: i, kind: writeNew, record: fmt.Sprintf("%s%06d", ownPrefix(dev), i)}
 	switch i % 10 {
 	case 0:
-		w.kind, w.record = writeShared, fmt.Sprintf("shared-p%02d-%06d", idx/2, i)
+		w.kind, w.record = writeShared, fmt.Sprintf("%s%06d", sharedPrefix(idx), i)
 	case 5:
-		w.kind, w.record = writeChain, fmt.Sprintf("%s-n-%06d", dev, i-1)
+		w.kind, w.record = writeChain, fmt.Sprintf("%s%06d", ownPrefix(dev), i-1)
 	}
 	return w
 }
+
+// ownPrefix starts the ids of the records only device dev writes;
+// sharedPrefix those device idx shares with its pair.
+func ownPrefix(dev string) string { return dev + "-n-" }
+func sharedPrefix(idx int) string { return fmt.Sprintf("shared-p%02d-", idx/2) }
 
 // runDevice sends device idx's writes open loop, one every period from
 // start (plus its phase) until end, each POST on its own goroutine so a

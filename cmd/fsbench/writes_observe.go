@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/localapi"
 	"github.com/fieldsync/fieldsync/store"
 )
 
@@ -281,14 +282,49 @@ func (o *observer) checkConflicts(ctx context.Context, open map[string][]*benchW
 	return nil
 }
 
-// sweep gives the writes still undecided at the end the outcome
-// GET /v1/conflicts lists for them, if any (its time is not a latency).
-func (o *observer) sweep(ctx context.Context) error {
+// sweep looks once more, at every record, for the writes still undecided
+// at the end: those GET /v1/conflicts lists or GET /v1/records shows
+// accepted get that outcome (seen now), those whose record the device
+// still shows pending are marked so (unconfirmed, not lost).
+func (o *observer) sweep(ctx context.Context, prefixes ...string) error {
 	open, _ := o.snapshot(time.Now())
 	if len(open) == 0 {
 		return nil
 	}
-	return o.checkConflicts(ctx, open)
+	if err := o.checkConflicts(ctx, open); err != nil {
+		return err
+	}
+	open, _ = o.snapshot(time.Now())
+	for _, prefix := range prefixes {
+		q := store.Query{Channel: events.ChannelEvents, Unit: benchUnit, Kind: "event", Limit: 1000,
+			After: &store.Key{OrgUnit: benchUnit, Kind: "event", RecordID: prefix}}
+		for len(open) > 0 {
+			page, err := o.p.api.RecordsPage(ctx, q)
+			if err != nil {
+				return err
+			}
+			at, more := time.Now(), page.Next != ""
+			for _, r := range page.Records {
+				if !strings.HasPrefix(r.RecordID, prefix) {
+					more = false
+					break
+				}
+				for _, w := range open[r.RecordID] {
+					if r.Pending {
+						o.decide(w, outcomePending, at)
+					}
+				}
+			}
+			o.settle(page.Records, open, at)
+			if !more {
+				break
+			}
+			if q.After, err = localapi.ParseCursor(page.Next); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // watchStream wakes the observer at every event of the agent's status
