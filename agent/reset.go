@@ -23,7 +23,7 @@ var ErrResetRefused = errors.New("agent: sync now refused")
 // settings ([store.SettingPrefix]) are kept.
 func (s *Syncer) Reset(ctx context.Context, confirmWait time.Duration) (Report, error) {
 	if err := s.Handshake(ctx); err != nil {
-		return Report{}, fmt.Errorf("%w: the server cannot be reached, so pending writes cannot be uploaded first: %v", ErrResetRefused, err)
+		return Report{}, fmt.Errorf("%w: the server cannot be reached, so pending writes cannot be uploaded first: %w", ErrResetRefused, err)
 	}
 	deadline := time.Now().Add(confirmWait)
 	for attempt := 1; ; attempt++ {
@@ -70,10 +70,10 @@ func (s *Syncer) settleWrites(ctx context.Context, wait time.Duration) error {
 	deadline := time.Now().Add(wait)
 	for poll := 5 * time.Millisecond; ; poll = min(2*poll, 50*time.Millisecond) {
 		if _, err := s.Upload(ctx); err != nil {
-			return fmt.Errorf("%w: uploading pending writes failed: %v", ErrResetRefused, err)
+			return fmt.Errorf("%w: uploading pending writes failed: %w", ErrResetRefused, err)
 		}
 		if _, err := s.Results(ctx); err != nil {
-			return fmt.Errorf("%w: reading write results failed: %v", ErrResetRefused, err)
+			return fmt.Errorf("%w: reading write results failed: %w", ErrResetRefused, err)
 		}
 		c, err := s.db.OutboxCounts(ctx)
 		if err != nil {

@@ -38,7 +38,7 @@ func (w *resetWriter) write(ctx context.Context, id string) {
 // one write exactly between its settling and its wipe (when now fires),
 // and another burst while it settles again and reloads.
 func (w *resetWriter) round(ctx context.Context, round int, now <-chan struct{}, done chan<- struct{}, end <-chan struct{}) {
-	const burst = 5
+	const burst = 2
 	id := func(i int) string { return fmt.Sprintf("w%02d-%02d", round, i) }
 	for i := 0; i < burst; i++ {
 		w.write(ctx, id(i))

@@ -95,12 +95,9 @@ func chainBase(ctx context.Context, tx *sql.Tx, m *Mutation) error {
 // pending layer: applied staged changes not yet merged come first, then
 // the channel table (0: no such record).
 func serverVersion(ctx context.Context, tx *sql.Tx, a events.Address) (uint64, error) {
-	var applied, v int64
-	err := tx.QueryRowContext(ctx, `SELECT coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?), 0)`, metaAppliedGen).Scan(&applied)
-	if err == nil {
-		err = tx.QueryRowContext(ctx, `SELECT `+viewVersion(a.Channel, "k", true)+` FROM (SELECT ? AS org_unit, ? AS kind, ? AS record_id) k`,
-			string(a.Channel), applied, a.OrgUnit, a.Kind, a.RecordID).Scan(&v)
-	}
+	var v int64
+	err := tx.QueryRowContext(ctx, `SELECT `+viewVersion(a.Channel, "k", `(SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?)`)+`
+		FROM (SELECT ? AS org_unit, ? AS kind, ? AS record_id) k`, string(a.Channel), metaAppliedGen, a.OrgUnit, a.Kind, a.RecordID).Scan(&v)
 	if err != nil {
 		return 0, fmt.Errorf("store: record version: %w", err)
 	}

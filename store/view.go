@@ -58,16 +58,18 @@ const newestApplied = `NOT EXISTS (SELECT 1 FROM staged y WHERE y.channel = x.ch
 // viewVersion is an SQL expression for the server version of the record
 // (alias.org_unit, alias.kind, alias.record_id) of channel ch as the live
 // view shows it under the pending layer: the newest applied staged row
-// (0 if that is a delete), else the channel table's row, else 0. Its
-// arguments are the channel and the applied generation, when staged.
-func viewVersion(ch events.Channel, alias string, staged bool) string {
+// (0 if that is a delete), else the channel table's row, else 0. applied
+// is an SQL expression for the applied generation ("" when no applied
+// staged rows wait); the expression's arguments are then the channel and
+// applied's.
+func viewVersion(ch events.Channel, alias, applied string) string {
 	key := `org_unit = ` + alias + `.org_unit AND kind = ` + alias + `.kind AND record_id = ` + alias + `.record_id`
 	inTable := `(SELECT version FROM ` + table(ch) + ` WHERE ` + key + `)`
-	if !staged {
+	if applied == "" {
 		return `coalesce(` + inTable + `, 0)`
 	}
 	return `coalesce((SELECT CASE WHEN deleted THEN 0 ELSE version END FROM staged WHERE channel = ? AND ` + key +
-		` AND gen <= ? ORDER BY gen DESC LIMIT 1), ` + inTable + `, 0)`
+		` AND gen <= ` + applied + ` ORDER BY gen DESC LIMIT 1), ` + inTable + `, 0)`
 }
 
 // liveArms returns the SELECTs whose UNION ALL is the live view of ch
@@ -99,11 +101,12 @@ func liveArms(ch events.Channel, conds []string, args []any, l layers) ([]string
 		out = append(out, stArgs...)
 	}
 	if l.pending {
-		arms = append(arms, `SELECT org_unit, kind, record_id, `+viewVersion(ch, "p", l.staged)+`, mutation_id, 'local', updated_at, body, 1 FROM pending p`+
-			where(append(append([]string{}, conds...), "channel = ?", "deleted = 0")))
+		applied := ""
 		if l.staged {
-			out = append(out, c, l.applied)
+			applied, out = "?", append(out, c, l.applied)
 		}
+		arms = append(arms, `SELECT org_unit, kind, record_id, `+viewVersion(ch, "p", applied)+`, mutation_id, 'local', updated_at, body, 1 FROM pending p`+
+			where(append(append([]string{}, conds...), "channel = ?", "deleted = 0")))
 		out = append(append(out, args...), c)
 	}
 	return arms, out
