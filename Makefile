@@ -1,11 +1,17 @@
 # The README's commands. `make test` is what CI runs.
-.PHONY: demo test bench bench-initial-sync bench-writes bench-apply bench-sse fuzz build cross
+.PHONY: demo test test-large bench bench-initial-sync bench-writes bench-apply bench-sse fuzz build cross
 
 demo:
 	go run ./cmd/broker-embed demo
 
 test:
 	go test -race -count=1 -timeout 30m ./...
+
+# Tests that build large stores at full size (without the race detector,
+# which makes make test run them smaller): the 100,000-change staged
+# download with reads and writes going on.
+test-large:
+	go test -count=1 -timeout 30m -run 'LargeStagedDownload' ./agent
 
 build:
 	go build -o bin/ ./cmd/...

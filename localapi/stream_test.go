@@ -89,7 +89,7 @@ func envInt(t *testing.T, name string, def int) int {
 // nothing changes, and still get every change at once.
 func TestHandler_Stream_IdleClientsCostNoCPU(t *testing.T) {
 	def := 100_000
-	if raceEnabled {
+	if fstest.RaceEnabled {
 		def = 10_000
 	}
 	records := envInt(t, "FS_SSE_RECORDS", def)
