@@ -33,22 +33,16 @@ func TestAgent_Status_AuthenticationError(t *testing.T) {
 	defer a.Close()
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st, err := a.Status(ctx)
-		if err != nil {
+	var st Status
+	fstest.Eventually(t, 10*time.Second, func() bool {
+		var err error
+		if st, err = a.Status(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if st.State == StateAuthError {
-			if st.AuthError != natsjs.AuthLoginFailed {
-				t.Fatalf("auth error kind %q, want %q", st.AuthError, natsjs.AuthLoginFailed)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("status %s (%s) after 10s, want authentication_error", st.State, st.LastError)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return st.State == StateAuthError
+	}, "status authentication_error; last %+v", &st)
+	if st.AuthError != natsjs.AuthLoginFailed {
+		t.Fatalf("auth error kind %q, want %q", st.AuthError, natsjs.AuthLoginFailed)
 	}
 	cancel()
 	<-done
@@ -80,24 +74,18 @@ func TestAgent_Status_IncompatibleServer(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- a.Run(rctx) }()
 	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st, err := a.Status(ctx)
-		if err != nil {
+	var st Status
+	fstest.Eventually(t, 10*time.Second, func() bool {
+		var err error
+		if st, err = a.Status(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if st.State == StateIncompatible {
-			if !strings.Contains(st.LastError, "upgrade the device agent") {
-				t.Fatalf("incompatible status should say which side to upgrade: %q", st.LastError)
-			}
-			if st.Channels[0].Records != 0 || len(st.Channels[0].Units) != 0 {
-				t.Fatalf("nothing may be applied: %+v", st.Channels[0])
-			}
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("status %s (%s), want incompatible_server", st.State, st.LastError)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return st.State == StateIncompatible
+	}, "status incompatible_server; last %+v", &st)
+	if !strings.Contains(st.LastError, "upgrade the device agent") {
+		t.Fatalf("incompatible status should say which side to upgrade: %q", st.LastError)
+	}
+	if st.Channels[0].Records != 0 || len(st.Channels[0].Units) != 0 {
+		t.Fatalf("nothing may be applied: %+v", st.Channels[0])
 	}
 }

@@ -11,43 +11,7 @@ import (
 
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/natsjs"
-	"github.com/fieldsync/fieldsync/store"
 )
-
-// Write applies a local change to the live view, queues it, and wakes the
-// autosync so it goes up at once while online.
-func (a *Agent) Write(ctx context.Context, r WriteRequest) (store.Mutation, error) {
-	s := a.currentSyncer()
-	m, err := s.Write(ctx, r)
-	if err == nil {
-		kick(a.wake)
-	}
-	return m, err
-}
-
-// Conflicts returns the sync errors of local writes.
-func (a *Agent) Conflicts(ctx context.Context) ([]store.Conflict, error) { return a.db.Conflicts(ctx) }
-
-// Resolve settles a sync error: store.ResolveUndo, ResolveUndelete or
-// ResolveRetry. Undelete and Retry queue a new write, sent by autosync.
-func (a *Agent) Resolve(ctx context.Context, mutationID, action string) (*store.Mutation, error) {
-	m, err := a.db.Resolve(ctx, mutationID, action, newMutationID(), time.Now())
-	if err == nil && m != nil {
-		kick(a.wake)
-	}
-	return m, err
-}
-
-// currentSyncer is the syncer of the running agent, or one that can queue
-// writes locally before Run has connected.
-func (a *Agent) currentSyncer() *Syncer {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.syncer == nil {
-		return NewSyncer(a.cfg, nil, a.db, a.log)
-	}
-	return a.syncer
-}
 
 // autosync moves local writes and their results while the device is
 // connected, without polling: queued writes go up when one is written and

@@ -46,7 +46,7 @@ func runSyncChild() int {
 	s.onBatch = func(string, events.Channel, int) {
 		n++
 		fmt.Printf("batch %d\n", n)
-		time.Sleep(delay)
+		time.Sleep(delay) // paces the child's batches so the parent can kill it mid-sync: not synchronisation
 	}
 	if _, err := s.Sync(ctx, ScopeFull); err != nil {
 		fmt.Println("error", err)

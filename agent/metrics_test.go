@@ -81,20 +81,15 @@ func runAgent(t *testing.T, cfg Config, before func(*Agent)) *Agent {
 // waitStatus polls a's status until ok accepts it.
 func waitStatus(t *testing.T, a *Agent, what string, ok func(Status) bool) Status {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		st, err := a.Status(context.Background())
-		if err != nil {
+	var st Status
+	fstest.Eventually(t, 30*time.Second, func() bool {
+		var err error
+		if st, err = a.Status(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if ok(st) {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: status %s (%s)", what, st.State, st.LastError)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return ok(st)
+	}, "waiting for %s: last status %+v", what, &st)
+	return st
 }
 
 // syncedAfter accepts a status whose last completed sync is after t.

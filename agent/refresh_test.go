@@ -182,7 +182,7 @@ func TestSyncer_Sync_LiveViewServesDuringLargeStagedDownload(t *testing.T) {
 				return
 			}
 			writes.Add(1)
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(5 * time.Millisecond) // paces the user's writes during the download: not synchronisation
 		}
 	}()
 	rep, err := s.Sync(ctx, ScopeEvents)

@@ -12,6 +12,39 @@ import (
 // ErrResetRefused: Sync Now would lose local writes, so nothing was cleared.
 var ErrResetRefused = errors.New("agent: sync now refused")
 
+// SyncNow clears the local data and reloads it (see [Syncer.Reset]),
+// after uploading every pending write; it refuses with an error wrapping
+// [ErrResetRefused] when that is not possible. It waits for the reload.
+func (a *Agent) SyncNow(ctx context.Context) (Report, error) {
+	defer a.statusChanged()
+	a.syncMu.Lock()
+	defer a.syncMu.Unlock()
+	a.mu.Lock()
+	s := a.syncer
+	a.running, a.started = ScopeFull, time.Now()
+	a.mu.Unlock()
+	if s == nil {
+		return Report{}, ErrResetRefused
+	}
+	started := time.Now()
+	rep, err := s.Reset(ctx, 30*time.Second)
+	a.syncFinished(ctx, ScopeFull, started, err)
+	a.logActivity(ctx, "reset", ScopeFull, started, err, reportDetail(rep))
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.running = ""
+	if err != nil {
+		if !errors.Is(err, ErrResetRefused) {
+			a.syncFailedLocked(ScopeFull, err)
+		}
+		return rep, err
+	}
+	a.syncSucceededLocked(rep.Finished)
+	a.planner.Done(ScopeFull, rep.Finished, false)
+	a.recordCompletion(context.WithoutCancel(ctx), ScopeFull, rep.Finished, false)
+	return rep, nil
+}
+
 // Reset is "Sync Now": it uploads every pending write and waits for the
 // server to decide each, then clears the local data and reloads it from
 // scratch. Checking that no write is left unconfirmed and clearing are

@@ -80,6 +80,28 @@ func (s *Syncer) Write(ctx context.Context, r WriteRequest) (store.Mutation, err
 	return s.db.LocalWrite(ctx, w, newMutationID(), time.Now())
 }
 
+// Write applies a local change to the live view, queues it, and wakes the
+// autosync so it goes up at once while online.
+func (a *Agent) Write(ctx context.Context, r WriteRequest) (store.Mutation, error) {
+	s := a.currentSyncer()
+	m, err := s.Write(ctx, r)
+	if err == nil {
+		kick(a.wake)
+	}
+	return m, err
+}
+
+// currentSyncer is the syncer of the running agent, or one that can queue
+// writes locally before Run has connected.
+func (a *Agent) currentSyncer() *Syncer {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.syncer == nil {
+		return NewSyncer(a.cfg, nil, a.db, a.log)
+	}
+	return a.syncer
+}
+
 // Upload publishes every queued write, oldest first, and marks each sent
 // once the broker has stored it. A crash between the two re-sends it on
 // the next run; ingest applies it once either way. It reads the queue a

@@ -29,26 +29,20 @@ func startIngest(t *testing.T, b *fstest.Broker, rights ingest.Rights) {
 func settle(t *testing.T, s *Syncer) {
 	t.Helper()
 	ctx := context.Background()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var c map[string]int
+	fstest.Eventually(t, 30*time.Second, func() bool {
 		if _, err := s.Upload(ctx); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.Results(ctx); err != nil {
 			t.Fatal(err)
 		}
-		c, err := s.db.OutboxCounts(ctx)
-		if err != nil {
+		var err error
+		if c, err = s.db.OutboxCounts(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if c[store.StateQueued]+c[store.StateSent] == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("writes still pending after 30s: %v", c)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return c[store.StateQueued]+c[store.StateSent] == 0
+	}, "writes to be settled; still pending %v", &c)
 }
 
 func mustWrite(t *testing.T, s *Syncer, unit, kind, id string, body map[string]any) store.Mutation {

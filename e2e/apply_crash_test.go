@@ -19,6 +19,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/internal/fstest"
 	"github.com/fieldsync/fieldsync/projections"
 	"github.com/fieldsync/fieldsync/store"
 )
@@ -376,9 +377,9 @@ func throttleWriter(path string) (stop func(), err error) {
 			if err != nil {
 				return
 			}
-			time.Sleep(500 * time.Microsecond)
+			time.Sleep(500 * time.Microsecond) // holds the write lock: the throttle itself, not synchronisation
 			tx.Rollback()
-			time.Sleep(time.Millisecond)
+			time.Sleep(time.Millisecond) // then lets the applier in
 		}
 	}()
 	return func() {
@@ -443,13 +444,13 @@ func TestApply_KilledMidApplyOrMerge(t *testing.T) {
 		var at string
 		if i%2 == 1 {
 			d := time.Duration(rng.Int63n(int64(3*time.Millisecond) + 1))
-			time.Sleep(d)
+			time.Sleep(d) // a random moment to kill at: the scenario, not synchronisation
 			c.kill()
 			at = fmt.Sprintf("%s after applying", d)
 		} else {
 			c.nextLine(t, "applied", 30*time.Second)
 			d := time.Duration(rng.Int63n(int64(merge) * 4 / 5))
-			time.Sleep(d)
+			time.Sleep(d) // a random moment into the merge: the scenario, not synchronisation
 			c.kill()
 			at = fmt.Sprintf("%s into the merge", d)
 			// Lines the child wrote before dying are still in the pipe.
@@ -527,14 +528,12 @@ func TestDB_ApplyStaged(t *testing.T) {
 		}()
 	}
 	waitReads := func(p int32) {
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		t.Helper()
+		fstest.Eventually(t, 10*time.Second, func() bool {
 			mu.Lock()
-			n := reads[p]
-			mu.Unlock()
-			if n >= 10 {
-				return
-			}
-		}
+			defer mu.Unlock()
+			return reads[p] >= 10
+		}, "10 reads in phase %d", p)
 	}
 	waitReads(0)
 	phase.Store(1)
@@ -587,7 +586,7 @@ func TestDB_ApplyStaged(t *testing.T) {
 		if _, err := db.MergeApplied(ctx, 1); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Duration(r%4) * time.Millisecond)
+		time.Sleep(time.Duration(r%4) * time.Millisecond) // varies the rounds' pacing against the readers: not synchronisation
 	}
 	phase.Store(2)
 	waitReads(2)

@@ -45,20 +45,16 @@ func queueWrites(t *testing.T, path string, n, records int) {
 func settle(t *testing.T, s *agent.Syncer, db *store.DB) {
 	t.Helper()
 	ctx := context.Background()
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	var c map[string]int
+	fstest.Eventually(t, 60*time.Second, func() bool {
 		s.Upload(ctx) // errors while the broker restarts are retried
 		s.Results(ctx)
-		c, err := db.OutboxCounts(ctx)
-		if err != nil {
+		var err error
+		if c, err = db.OutboxCounts(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if c[store.StateQueued]+c[store.StateSent]+c[store.StateConflict]+c[store.StateRejected] == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not settled after 60s: %v", c)
-		}
-	}
+		return c[store.StateQueued]+c[store.StateSent]+c[store.StateConflict]+c[store.StateRejected] == 0
+	}, "the outbox to settle; counts %v", &c)
 }
 
 // requireExactlyOnce checks the stream holds each of n mutations exactly
@@ -125,9 +121,13 @@ func TestBroker_KilledMidIngest(t *testing.T) {
 	}
 	defer db.Close()
 	s := agent.NewSyncer(config(), client, db, nil)
-	killed := killAfterResults(t, client, brk, writes/10)
-	s.Upload(ctx) // fails part-way when the broker dies
-	decided := <-killed
+	uploaded := make(chan struct{})
+	go func() {
+		defer close(uploaded)
+		s.Upload(ctx) // fails part-way when the broker dies
+	}()
+	decided := killAfterResults(t, client, brk, writes/10)
+	<-uploaded
 	if decided >= writes {
 		t.Fatalf("ingest finished all %d before the kill; the test killed nothing in flight", writes)
 	}
@@ -138,30 +138,24 @@ func TestBroker_KilledMidIngest(t *testing.T) {
 }
 
 // killAfterResults SIGKILLs the broker once at least min results exist
-// and sends how many there were.
-func killAfterResults(t *testing.T, client *natsjs.Client, brk *child, min int) <-chan int {
+// and returns how many there were.
+func killAfterResults(t *testing.T, client *natsjs.Client, brk *child, min int) int {
 	t.Helper()
 	js, err := jetstream.New(client.Conn())
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := make(chan int, 1)
-	go func() {
-		defer brk.kill()
-		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-			st, err := js.Stream(context.Background(), events.ResultStream)
-			if err != nil {
-				continue
-			}
-			if n := int(st.CachedInfo().State.Msgs); n >= min {
-				brk.kill()
-				out <- n
-				return
-			}
+	defer brk.kill()
+	n := 0
+	fstest.Eventually(t, 30*time.Second, func() bool {
+		st, err := js.Stream(context.Background(), events.ResultStream)
+		if err != nil {
+			return false
 		}
-		out <- -1
-	}()
-	return out
+		n = int(st.CachedInfo().State.Msgs)
+		return n >= min
+	}, "%d results to kill the broker after", min)
+	return n
 }
 
 func startIngest(t *testing.T, b *fstest.Broker) {

@@ -527,7 +527,7 @@ func (h *harness) waitOrgDedupeExpired(unit string) {
 	}
 	start := time.Now()
 	eventually(h.t, "the org stream's duplicate window to pass", func() bool {
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // paces the probes, each a publish: not synchronisation
 		ack, err := pub.Publish(ctx, probe, natsjs.PublishOptions{})
 		if err != nil {
 			h.t.Fatal(err)

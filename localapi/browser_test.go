@@ -328,14 +328,14 @@ func makeConflict(t *testing.T, e *env) {
 	// After Apply the agent merges the applied rows in the background; under
 	// the race detector that holds the writer for seconds at a time, so the
 	// upload and its result may take a while.
-	deadline := time.Now().Add(90 * time.Second)
-	for len(e.conflicts(t)) != 1 {
-		if time.Now().After(deadline) {
-			st := e.status(t)
-			t.Fatalf("no conflict after 90s: state %s, pending writes %d, sync errors %d", st.State, st.PendingWrites, st.SyncErrors)
+	var st agent.Status
+	fstest.Eventually(t, 90*time.Second, func() bool {
+		if len(e.conflicts(t)) == 1 {
+			return true
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		st = e.status(t)
+		return false
+	}, "one conflict; last status %+v", &st)
 }
 
 // slowProxy forwards loopback TCP connections to target, sending what the
@@ -375,7 +375,7 @@ func copySlowly(dst io.Writer, src io.Reader, bytesPerSec int) {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
 			}
-			time.Sleep(time.Duration(n) * time.Second / time.Duration(bytesPerSec))
+			time.Sleep(time.Duration(n) * time.Second / time.Duration(bytesPerSec)) // the slow link itself: not synchronisation
 		}
 		if err != nil {
 			return

@@ -291,8 +291,8 @@ func TestHandler_Stream(t *testing.T) {
 
 	e.requestSync(t, "events")
 	var states []string
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	deadline := time.Now().Add(15 * time.Second) // bounds each blocking read too
+	fstest.Eventually(t, 15*time.Second, func() bool {
 		st, payload := nextStatusEvent(t, lines, time.Until(deadline))
 		if payload == last {
 			t.Fatalf("stream repeated an unchanged status: %s", payload)
@@ -305,10 +305,8 @@ func TestHandler_Stream(t *testing.T) {
 		if st.State == agent.StateFailed {
 			t.Fatalf("sync failed: %s", st.LastError)
 		}
-		if st.LastSyncCompleted != nil && st.LastSyncCompleted.After(*first.LastSyncCompleted) {
-			break
-		}
-	}
+		return st.LastSyncCompleted != nil && st.LastSyncCompleted.After(*first.LastSyncCompleted)
+	}, "a status event of a sync completed after the request; states so far %v", &states)
 
 	// Cancelling the request ends the stream.
 	cancel()
@@ -522,7 +520,7 @@ func TestHandler_SignIn(t *testing.T) {
 		return at
 	}
 	before := used()
-	time.Sleep(5 * time.Millisecond)
+	fstest.Eventually(t, time.Second, func() bool { return time.Now().After(before) }, "the clock to pass last_used_at %v", before)
 
 	for _, body := range []string{`{}`, `{"user":""}`, `{"user":`, `["alice"]`} {
 		e.wantError(t, http.MethodPost, "/v1/signin", body, http.StatusBadRequest, "bad_request")

@@ -67,23 +67,18 @@ func startEnv(t *testing.T) *env {
 // completed sync when since is nil) and the agent is idle.
 func (e *env) waitUpToDate(t *testing.T, since *time.Time) agent.Status {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		st, err := e.client.Status(context.Background())
-		if err != nil {
+	var st agent.Status
+	fstest.Eventually(t, 15*time.Second, func() bool {
+		var err error
+		if st, err = e.client.Status(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		if st.State == agent.StateFailed {
 			t.Fatalf("sync failed: %s", st.LastError)
 		}
-		if st.State == agent.StateUpToDate && st.LastSyncCompleted != nil && (since == nil || st.LastSyncCompleted.After(*since)) {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("agent not up to date in time: %+v", st)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return st.State == agent.StateUpToDate && st.LastSyncCompleted != nil && (since == nil || st.LastSyncCompleted.After(*since))
+	}, "agent up to date; last %+v", &st)
+	return st
 }
 
 // send sends req with the local API token.

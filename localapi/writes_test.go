@@ -49,22 +49,23 @@ func (e *env) startIngest(t *testing.T) {
 	})
 }
 
-// eventually polls cond every 20ms until it returns true, failing the test
-// with cond's last description after 15s.
+// eventually waits with [fstest.Eventually] until cond returns true,
+// failing the test with cond's last description after 15s.
 func eventually(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		ok, last := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached in 15s; last: %s", what, last)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var last lastText
+	fstest.Eventually(t, 15*time.Second, func() bool {
+		ok, desc := cond()
+		last = lastText(desc)
+		return ok
+	}, "%s; last: %s", what, &last)
 }
+
+// lastText is a description that a pointer formats when the message is
+// printed, not when it is passed: a wait's last observation.
+type lastText string
+
+func (l *lastText) String() string { return string(*l) }
 
 type conflictsResp struct {
 	Conflicts []store.Conflict `json:"conflicts"`

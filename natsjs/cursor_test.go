@@ -48,18 +48,15 @@ func waitNoPullWaiting(tb testing.TB, b *fstest.Broker, stream, durable string) 
 	if err != nil {
 		tb.Fatal(err)
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+	var waiting []int
+	fstest.Eventually(tb, 5*time.Second, func() bool {
 		info, err := cons.Info(ctx)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		if info.NumWaiting == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("durable %s still has %d pull requests waiting", durable, info.NumWaiting)
-		}
-	}
+		waiting = append(waiting[:0], info.NumWaiting)
+		return info.NumWaiting == 0
+	}, "durable %s to have no pull requests waiting; still waiting %v", durable, &waiting)
 }
 
 // waitConsumerPending waits until the broker counts n messages pending on
@@ -71,18 +68,15 @@ func waitConsumerPending(tb testing.TB, b *fstest.Broker, stream, durable string
 	if err != nil {
 		tb.Fatal(err)
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+	var pending []uint64
+	fstest.Eventually(tb, 5*time.Second, func() bool {
 		info, err := cons.Info(ctx)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		if info.NumPending == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("durable %s has %d pending, want %d", durable, info.NumPending, n)
-		}
-	}
+		pending = append(pending[:0], info.NumPending)
+		return info.NumPending == n
+	}, "durable %s to have %d pending; has %v", durable, n, &pending)
 }
 
 func TestDurableName(t *testing.T) {

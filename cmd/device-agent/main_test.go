@@ -37,20 +37,17 @@ func startAgent(t *testing.T) (string, *fstest.Broker) {
 		DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", StallTimeout: 5 * time.Second}
 	api := serveAgent(t, cfg, log)
 	c := apiClient(t, api)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		st, err := c.Status(context.Background())
-		if err != nil {
+	var st agent.Status
+	fstest.Eventually(t, 15*time.Second, func() bool {
+		var err error
+		if st, err = c.Status(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if st.State == agent.StateUpToDate {
-			break
-		}
-		if st.State == agent.StateFailed || time.Now().After(deadline) {
+		if st.State == agent.StateFailed {
 			t.Fatalf("initial sync did not complete: %+v", st)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return st.State == agent.StateUpToDate
+	}, "initial sync to complete; last status %+v", &st)
 	return api, b
 }
 

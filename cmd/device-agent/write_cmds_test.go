@@ -56,21 +56,23 @@ func startWriteAgent(t *testing.T) (string, *fstest.Broker, uint64) {
 	return api, b, v1
 }
 
-// waitFor polls cond every 20ms until it holds, failing after 15s.
+// waitFor waits with [fstest.Eventually] until cond holds, failing after
+// 15s with cond's last description.
 func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		ok, last := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached in 15s; last: %s", what, last)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var last lastText
+	fstest.Eventually(t, 15*time.Second, func() bool {
+		ok, desc := cond()
+		last = lastText(desc)
+		return ok
+	}, "%s; last: %s", what, &last)
 }
+
+// lastText is a description that a pointer formats when the message is
+// printed, not when it is passed: a wait's last observation.
+type lastText string
+
+func (l *lastText) String() string { return string(*l) }
 
 var queuedLine = regexp.MustCompile(`^queued (m\S+) \(based on version (\d+)\)\n$`)
 
