@@ -117,18 +117,27 @@ func (s *Syncer) Upload(ctx context.Context) (int, error) {
 		if err != nil || len(queued) == 0 {
 			return sent, err
 		}
-		for _, m := range queued {
+		es := make([]*events.Envelope, len(queued))
+		for i, m := range queued {
 			s.trace("upload " + m.MutationID)
-			if _, err := s.client.PublishUpload(ctx, m.Envelope(s.cfg.DeviceID)); err != nil {
-				return sent, err
-			}
+			es[i] = m.Envelope(s.cfg.DeviceID)
+		}
+		n, err := s.client.PublishUploads(ctx, es)
+		ids := make([]string, n)
+		for i, m := range queued[:n] {
 			if s.beforeMarkSent != nil {
 				s.beforeMarkSent(m)
 			}
-			if err := s.db.MarkSent(ctx, m.MutationID, time.Now()); err != nil {
-				return sent, err
+			ids[i] = m.MutationID
+		}
+		if n > 0 {
+			if merr := s.db.MarkSentAll(ctx, ids, time.Now()); merr != nil {
+				return sent, merr
 			}
-			sent++
+		}
+		sent += n
+		if err != nil {
+			return sent, err
 		}
 	}
 }

@@ -148,7 +148,9 @@ func TestSyncer_Write_LiveViewShowsPendingOnTop(t *testing.T) {
 // TestSyncer_Write_BadWriteWrapsCause: a refused write matches ErrBadWrite
 // and, through the same error, the cause from the wire contract.
 func TestSyncer_Write_BadWriteWrapsCause(t *testing.T) {
-	s := NewSyncer(testConfig("tab1", "north"), nil, mustOpenDB(t), nil) // offline
+	cfg := testConfig("tab1", "north")
+	cfg.Kinds = events.DefaultKindSet() // an agent set to the catalogue's kinds
+	s := NewSyncer(cfg, nil, mustOpenDB(t), nil) // offline
 	deep := map[string]any{}
 	for i := 1; i <= events.MaxBodyDepth; i++ {
 		deep = map[string]any{"n": deep}
@@ -160,7 +162,7 @@ func TestSyncer_Write_BadWriteWrapsCause(t *testing.T) {
 	}{
 		{"dotted id", WriteRequest{OrgUnit: "north", Channel: "events", Kind: "event", RecordID: "a.b", Body: map[string]any{"a": 1}},
 			events.ErrInvalidField},
-		{"kind of another channel", WriteRequest{OrgUnit: "north", Channel: "events", Kind: "document", RecordID: "r1",
+		{"kind outside the kinds setting", WriteRequest{OrgUnit: "north", Channel: "events", Kind: "document", RecordID: "r1",
 			Body: map[string]any{"a": 1}}, events.ErrUnknownKind},
 		{"body too large", WriteRequest{OrgUnit: "north", Channel: "events", Kind: "event", RecordID: "r1",
 			Body: map[string]any{"blob": make([]byte, events.MaxBodySize)}}, events.ErrTooLarge},

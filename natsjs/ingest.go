@@ -91,6 +91,43 @@ func (c *Client) PublishUpload(ctx context.Context, e *events.Envelope) (uint64,
 	return pa.Sequence, nil
 }
 
+// PublishUploads publishes es, a device's mutations in queue order, on
+// their upload subjects without waiting between them, then waits for the
+// broker to store each. It returns how many, from the first, were stored
+// before the first failure: those after it may be stored too, which is
+// harmless (the mutation id dedupes, ingest applies each once), and go up
+// again with the next upload. One connection keeps their order in the
+// stream.
+func (c *Client) PublishUploads(ctx context.Context, es []*events.Envelope) (int, error) {
+	futures := make([]jetstream.PubAckFuture, 0, len(es))
+	for _, e := range es {
+		subj, err := events.UploadSubject(e.Origin.DeviceID, e.Address())
+		if err != nil {
+			return 0, err
+		}
+		data, err := events.Encode(e)
+		if err != nil {
+			return 0, err
+		}
+		f, err := c.js.PublishMsgAsync(&nats.Msg{Subject: subj, Data: data},
+			jetstream.WithMsgID(e.Origin.DeviceID+"."+e.Origin.MutationID), jetstream.WithExpectStream(events.UploadStream))
+		if err != nil {
+			return 0, fmt.Errorf("natsjs: upload %s: %w", subj, err)
+		}
+		futures = append(futures, f)
+	}
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return i, fmt.Errorf("natsjs: upload %s: %w", f.Msg().Subject, err)
+		case <-ctx.Done():
+			return i, ctx.Err()
+		}
+	}
+	return len(futures), nil
+}
+
 // PublishResult publishes an ingest result to its device.
 func (c *Client) PublishResult(ctx context.Context, r *events.Result) error {
 	subj, err := events.ResultSubject(r.DeviceID, r.MutationID)

@@ -147,6 +147,27 @@ func (db *DB) MarkSent(ctx context.Context, mutationID string, now time.Time) er
 	return nil
 }
 
+// MarkSentAll is [DB.MarkSent] for several mutations, in one transaction.
+func (db *DB) MarkSentAll(ctx context.Context, mutationIDs []string, now time.Time) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, `UPDATE outbox SET state = ?, sent_at = ? WHERE mutation_id = ? AND state = ?`)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for _, id := range mutationIDs {
+			if _, err := stmt.ExecContext(ctx, StateSent, now.UnixMilli(), id, StateQueued); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: mark sent: %w", err)
+	}
+	return nil
+}
+
 // OutboxCounts returns how many mutations are in each state.
 func (db *DB) OutboxCounts(ctx context.Context) (map[string]int, error) {
 	rows, err := db.reader.QueryContext(ctx, `SELECT state, count(*) FROM outbox GROUP BY state`)
