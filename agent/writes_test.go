@@ -149,7 +149,7 @@ func TestSyncer_Write_LiveViewShowsPendingOnTop(t *testing.T) {
 // and, through the same error, the cause from the wire contract.
 func TestSyncer_Write_BadWriteWrapsCause(t *testing.T) {
 	cfg := testConfig("tab1", "north")
-	cfg.Kinds = events.DefaultKindSet() // an agent set to the catalogue's kinds
+	cfg.Kinds = events.DefaultKindSet()          // an agent set to the catalogue's kinds
 	s := NewSyncer(cfg, nil, mustOpenDB(t), nil) // offline
 	deep := map[string]any{}
 	for i := 1; i <= events.MaxBodyDepth; i++ {
