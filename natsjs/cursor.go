@@ -96,6 +96,10 @@ type Cursor struct {
 	it       jetstream.MessagesContext
 	pending  uint64
 	caughtUp bool
+	// last is the stream sequence of the newest matching message when the
+	// cursor opened: the cursor is caught up only once it has delivered
+	// that far, whatever the consumer's pending count says.
+	last uint64
 	// Recreated reports whether the durable was (re)created for this cursor
 	// rather than resumed.
 	Recreated bool
@@ -118,12 +122,14 @@ func openCursor(ctx context.Context, js jetstream.JetStream, spec CursorSpec) (*
 	if err != nil {
 		return nil, err
 	}
-	info := c.cons.CachedInfo()
-	if !c.Recreated && info.NumPending == 0 {
-		info = settledInfo(ctx, c.cons, info)
+	if c.last, err = lastSeq(ctx, s, spec); err != nil {
+		return nil, err
 	}
-	c.pending = info.NumPending
-	c.caughtUp = info.NumPending == 0
+	info := c.cons.CachedInfo()
+	c.pending, c.caughtUp = info.NumPending, c.last <= spec.After
+	if c.pending == 0 && !c.caughtUp {
+		c.pending = 1 // the broker has not counted it yet
+	}
 	c.it, err = c.cons.Messages(prefetch(ctx, s, spec, c.pending))
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: read %s: %w", spec.Durable, err)
@@ -161,20 +167,24 @@ func prefetch(ctx context.Context, s jetstream.Stream, spec CursorSpec, pending 
 // subject and data (headers, reply subject).
 const messageOverhead = 256
 
-// settledInfo re-reads a reused durable's info that says nothing is
-// pending: the broker updates a consumer's pending count a moment after a
-// publish is acknowledged, and a sync opened in that gap would skip the
-// change until its next run.
-func settledInfo(ctx context.Context, cons jetstream.Consumer, info *jetstream.ConsumerInfo) *jetstream.ConsumerInfo {
-	for i := 0; i < 2 && info.NumPending == 0; i++ {
-		time.Sleep(2 * time.Millisecond)
-		fresh, err := cons.Info(ctx)
-		if err != nil {
-			break
-		}
-		info = fresh
+// lastSeq returns the stream sequence of the newest message matching
+// spec (0 when there is none). The broker updates a consumer's pending
+// count a moment after a publish is acknowledged; a cursor that trusted
+// that count alone could call itself caught up in that gap and skip an
+// acknowledged change until its next run.
+func lastSeq(ctx context.Context, s jetstream.Stream, spec CursorSpec) (uint64, error) {
+	filter, err := spec.filter()
+	if err != nil {
+		return 0, err
 	}
-	return info
+	m, err := s.GetLastMsgForSubject(ctx, filter)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("natsjs: last message of %s: %w", filter, err)
+	}
+	return m.Sequence, nil
 }
 
 func (s CursorSpec) withDefaults() CursorSpec {
@@ -287,7 +297,7 @@ func (c *Cursor) Next(ctx context.Context, max int) ([]Delivery, error) {
 		if err != nil {
 			return out, fmt.Errorf("natsjs: message metadata: %w", err)
 		}
-		c.caughtUp = md.NumPending == 0
+		c.caughtUp = md.NumPending == 0 && md.Sequence.Stream >= c.last
 		if md.Sequence.Stream <= c.spec.After {
 			continue // already applied before the durable was re-created
 		}

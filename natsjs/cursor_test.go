@@ -474,3 +474,26 @@ func TestCursor_Next_SnapshotOfLargeRecordsLosesNothing(t *testing.T) {
 		t.Fatalf("snapshot delivered %d records, want all %d: %v", len(got), n, got)
 	}
 }
+
+// TestClient_OpenCursor_SeesAcknowledgedChangesAtOnce: a delta cursor
+// opened on a reused durable right after a publish was acknowledged
+// delivers it, although the broker updates the consumer's pending count a
+// moment later: a sync must never call itself complete without a change
+// the server had already accepted.
+func TestClient_OpenCursor_SeesAcknowledgedChangesAtOnce(t *testing.T) {
+	b := fstest.MustStartBroker(t, "north")
+	after := publishEvent(t, b, "north", "r0", 0)
+	c := mustOpenCursor(t, b, natsjs.CursorSpec{Unit: "north", Channel: ev, Durable: "fresh"})
+	drain(t, c)
+	c.Close()
+	for i := 1; i <= 100; i++ {
+		seq := publishEvent(t, b, "north", fmt.Sprintf("r%d", i), i)
+		c := mustOpenCursor(t, b, natsjs.CursorSpec{Unit: "north", Channel: ev, Durable: "fresh", After: after})
+		got := seqs(drain(t, c))
+		c.Close()
+		if !reflect.DeepEqual(got, []uint64{seq}) {
+			t.Fatalf("round %d: cursor opened after seq %d was acknowledged delivered %v, want [%d]", i, seq, got, seq)
+		}
+		after = seq
+	}
+}
