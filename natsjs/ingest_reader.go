@@ -49,17 +49,28 @@ func (c *Client) OpenIngest(ctx context.Context, p IngestPolicy) (*IngestReader,
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: ingest durable: %w", err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(2000))
+	it, err := cons.Messages(jetstream.PullMaxBytes(ingestBufferBytes))
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: ingest read: %w", err)
 	}
 	return &IngestReader{it: it}, nil
 }
 
-// Next waits for at least one upload (or ctx) and returns up to max.
+// Memory of the ingest reader is bounded by bytes, not upload counts
+// (bodies go up to 256 KiB): the client prefetches about
+// ingestBufferBytes, and a batch of [IngestReader.Next] holds about
+// ingestBatchBytes.
+const (
+	ingestBufferBytes = 8 << 20
+	ingestBatchBytes  = 4 << 20
+)
+
+// Next waits for at least one upload (or ctx) and returns up to max, and
+// up to about 4 MiB of data.
 func (r *IngestReader) Next(ctx context.Context, max int) ([]*Upload, error) {
 	var out []*Upload
-	for len(out) < max {
+	size := 0
+	for len(out) < max && size < ingestBatchBytes {
 		var msg jetstream.Msg
 		var err error
 		if len(out) == 0 {
@@ -80,6 +91,7 @@ func (r *IngestReader) Next(ctx context.Context, max int) ([]*Upload, error) {
 		}
 		out = append(out, &Upload{Subject: msg.Subject(), Data: msg.Data(), StreamSeq: md.Sequence.Stream, Delivered: md.NumDelivered,
 			MsgID: msg.Headers().Get(jetstream.MsgIDHeader), msg: msg})
+		size += len(msg.Data())
 	}
 	return out, nil
 }
