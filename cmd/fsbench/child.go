@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -36,6 +37,17 @@ func newAgentChildCmd() *cobra.Command {
 				return err
 			}
 			defer client.Close()
+			if path := os.Getenv("FS_AGENT_CPUPROFILE"); path != "" { // profiling the device side
+				f, err := os.Create(path)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			start := time.Now()
 			if _, err := agent.NewSyncer(cfg, client, a.DB(), nil).Sync(ctx, agent.ScopeFull); err != nil {
 				return err
