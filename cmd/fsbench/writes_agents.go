@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -36,6 +37,17 @@ func newWriteAgentCmd() *cobra.Command {
 				return err
 			}
 			defer a.Close()
+			if path := os.Getenv("FS_AGENT_CPUPROFILE"); path != "" { // profiling the device side
+				f, err := os.Create(path + "." + device)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			return localapi.RunAgent(cmd.Context(), a, log, func(addr net.Addr) {
 				json.NewEncoder(os.Stdout).Encode(map[string]string{"addr": addr.String()})
 			})
