@@ -41,11 +41,19 @@ func (a *Agent) Apply(ctx context.Context) (ApplyReport, error) {
 	return r, nil
 }
 
+// MergeChunk is how many applied rows the background merge folds per
+// transaction. Smaller chunks commit sooner, so a local write that waits
+// for the single writer (the merge yields to it after the row in progress)
+// waits for a smaller commit; fsbench apply measured the write → visible
+// p99 at 52 ms with 2,000-row chunks and 50 ms with 500, for about the
+// same merge rate.
+const MergeChunk = 500
+
 // merger folds applied changes into the channel tables after each Apply
 // (and once at start for an Apply a crash interrupted the merge of).
 func (a *Agent) merger(ctx context.Context) {
 	for {
-		if n, err := a.db.MergeApplied(ctx, 2000); err != nil && ctx.Err() == nil {
+		if n, err := a.db.MergeApplied(ctx, MergeChunk); err != nil && ctx.Err() == nil {
 			a.log.Error("merge applied updates", "err", err)
 		} else if n > 0 {
 			a.log.Debug("applied updates merged", "rows", n)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fieldsync/fieldsync/agent"
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/projections"
 	"github.com/fieldsync/fieldsync/store"
@@ -39,7 +40,7 @@ func newApplyCmd() *cobra.Command {
 	cmd.Flags().IntVar(&o.records, "records", 1_000_000, "live records in the events channel")
 	cmd.Flags().IntVar(&o.changes, "changes", 100_000, "staged changes (80% updates, 16% inserts, 4% deletes)")
 	cmd.Flags().IntVar(&o.bodySize, "body-size", 300, "approximate body size in bytes")
-	cmd.Flags().IntVar(&o.chunk, "chunk", 2000, "rows per merge transaction (what the agent's merger passes)")
+	cmd.Flags().IntVar(&o.chunk, "chunk", agent.MergeChunk, "rows per merge transaction (what the agent's merger passes)")
 	cmd.Flags().IntVar(&o.readRate, "read-rate", 100, "reads per second the app makes meanwhile, open loop (0: back to back)")
 	cmd.Flags().IntVar(&o.writeRate, "write-rate", 20, "edits per second the app makes meanwhile, open loop")
 	cmd.Flags().DurationVar(&o.baseline, "baseline", 3*time.Second, "how long the reader runs before the apply (reference latency)")
