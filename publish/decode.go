@@ -3,12 +3,12 @@ package publish
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
 
 	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/internal/strictjson"
 )
 
 // MaxRequestSize is the largest JSON request the publish API reads, over
@@ -16,31 +16,11 @@ import (
 // msgpack-encoded, whose JSON form is usually larger.
 const MaxRequestSize = 2 * events.MaxMessageSize
 
-// errTrailing: a JSON value is followed by more than white space.
-var errTrailing = errors.New("trailing data after the JSON value (send exactly one object)")
-
-// decodeStrict decodes exactly one JSON value from r into v: nothing but
-// white space may follow it, numbers are kept as [json.Number], and with
-// knownFields an object field v has no place for is an error. Read errors
-// (such as [http.MaxBytesError]) are returned as they are.
+// decodeStrict decodes exactly one JSON value from r into v (see
+// [strictjson.Decode]): numbers are kept as [json.Number], and with
+// knownFields an object field v has no place for is an error.
 func decodeStrict(r io.Reader, v any, knownFields bool) error {
-	dec := json.NewDecoder(r)
-	if knownFields {
-		dec.DisallowUnknownFields()
-	}
-	dec.UseNumber()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	_, err := dec.Token()
-	var syntax *json.SyntaxError
-	switch {
-	case err == io.EOF:
-		return nil
-	case err == nil, errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF):
-		return errTrailing
-	}
-	return err
+	return strictjson.Decode(r, v, strictjson.Options{KnownFields: knownFields, UseNumber: true})
 }
 
 // decodeRequest decodes one JSON [Request] from r strictly (see
