@@ -161,8 +161,8 @@ func TestRecordsCmd_Errors(t *testing.T) {
 	if _, err := run(t, "records", "--channel", "gossip", "--api", api); err == nil {
 		t.Error("records --channel gossip: no error")
 	}
-	if _, err := run(t, "records", "--channel", "events", "--kind", "document", "--api", api); err == nil || !strings.Contains(err.Error(), "bad_request") {
-		t.Errorf("records with a kind of another channel: %v, want the API's bad_request", err)
+	if _, err := run(t, "records", "--channel", "events", "--kind", "a.b", "--api", api); err == nil || !strings.Contains(err.Error(), "bad_request") {
+		t.Errorf("records with a malformed kind: %v, want the API's bad_request", err)
 	}
 }
 
