@@ -246,18 +246,18 @@ func reread(ctx context.Context, tx *sql.Tx, r projections.Reader, st projection
 		Scan(&m.Subject, &m.Data); err != nil {
 		return nil, nil, err
 	}
-	c, err := r.FromMessage(m)
-	if err != nil && projections.Parkable(err) {
+	c, decodeErr := r.FromMessage(m)
+	if decodeErr != nil && projections.Parkable(decodeErr) {
 		v, _ := events.PeekVersion(m.Data)
-		_, err = tx.ExecContext(ctx, `UPDATE parked SET reason = ?, message = ?, version = ? WHERE org_unit = ? AND channel = ? AND seq = ?`,
-			append([]any{projections.Code(err), err.Error(), v}, key...)...)
+		_, err := tx.ExecContext(ctx, `UPDATE parked SET reason = ?, message = ?, version = ? WHERE org_unit = ? AND channel = ? AND seq = ?`,
+			append([]any{projections.Code(decodeErr), decodeErr.Error(), v}, key...)...)
 		return nil, nil, err
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM parked WHERE org_unit = ? AND channel = ? AND seq = ?`, key...); err != nil {
 		return nil, nil, err
 	}
-	if err != nil {
-		return nil, &projections.Reject{Seq: p.Seq, Subject: m.Subject, Err: err, Code: projections.Code(err)}, nil
+	if decodeErr != nil {
+		return nil, &projections.Reject{Seq: p.Seq, Subject: m.Subject, Err: decodeErr, Code: projections.Code(decodeErr)}, nil
 	}
 	return &c, nil, nil
 }

@@ -342,3 +342,40 @@ func TestDB_Apply_Parks(t *testing.T) {
 		t.Fatalf("%d parked after a wipe", n)
 	}
 }
+
+// A parked change the newer reader still cannot read stays parked with
+// its reason brought up to date; it is neither applied nor a bad message.
+func TestDB_ApplyParked_StillUnreadable(t *testing.T) {
+	ctx := context.Background()
+	db := mustOpenDB(t)
+	// An envelope claiming schema 1 first and 2 last: the version column
+	// (the first) says readable, decoding (the last wins) says newer.
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	kv := []any{"v", 1, "id", "ev-1", "org", "north", "ch", "events", "kind", "inspection", "rid", "i1", "op", "delete", "ts", int64(1), "v", 2}
+	if err := enc.EncodeMapLen(len(kv) / 2); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range kv {
+		if err := enc.Encode(x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := projections.Message{Subject: "fs.org.north.events.inspection.i1", Seq: 4, Data: buf.Bytes()}
+	f := oldBuild.Fold([]projections.Message{m})
+	if len(f.Parked) != 1 || f.Parked[0].Version != 1 {
+		t.Fatalf("fold: %+v", f)
+	}
+	mustApply(t, db, store.Batch{Unit: "north", Channel: ev, Batch: f})
+	rep, err := db.ApplyParked(ctx, projections.Reader{}) // every kind, schema 1
+	if err != nil || rep.Applied != 0 || rep.Rejected != 0 || rep.Left != 1 {
+		t.Fatalf("unpark: %+v, %v", rep, err)
+	}
+	ps, _ := db.Parked(ctx, 10)
+	if len(ps) != 1 || ps[0].Reason != "unknown_version" {
+		t.Fatalf("parked %+v, want it kept as unknown_version", ps)
+	}
+	if n, _ := db.CountSyncErrors(ctx); n != 0 {
+		t.Fatalf("%d sync errors", n)
+	}
+}
