@@ -17,6 +17,9 @@ var (
 	ErrStalled = errors.New("natsjs: no progress while changes are pending")
 	// ErrUnknownUnit: the org unit has no stream on the broker.
 	ErrUnknownUnit = errors.New("natsjs: org unit has no stream")
+	// ErrUploadNotAcked: the broker did not acknowledge an upload in time;
+	// it goes up again with the next upload (the mutation id dedupes it).
+	ErrUploadNotAcked = errors.New("natsjs: upload not acknowledged")
 )
 
 // ConflictError carries the record's current version (stream sequence of its

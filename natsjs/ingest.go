@@ -116,17 +116,29 @@ func (c *Client) PublishUploads(ctx context.Context, es []*events.Envelope) (int
 		}
 		futures = append(futures, f)
 	}
+	timeout := time.NewTimer(uploadAckWait)
+	defer timeout.Stop()
 	for i, f := range futures {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
 			return i, fmt.Errorf("natsjs: upload %s: %w", f.Msg().Subject, err)
+		case <-timeout.C:
+			// The broker went away before acknowledging (the client does not
+			// fail outstanding acks by itself): what is not acknowledged goes
+			// up again with the next upload.
+			return i, fmt.Errorf("natsjs: upload %s: %w after %v", f.Msg().Subject, ErrUploadNotAcked, uploadAckWait)
 		case <-ctx.Done():
 			return i, ctx.Err()
 		}
 	}
 	return len(futures), nil
 }
+
+// uploadAckWait bounds how long [Client.PublishUploads] waits for the
+// broker's acknowledgements of one page of uploads (what a synchronous
+// JetStream publish waits by default).
+const uploadAckWait = 5 * time.Second
 
 // PublishResult publishes an ingest result to its device.
 func (c *Client) PublishResult(ctx context.Context, r *events.Result) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/internal/fstest"
@@ -47,4 +48,45 @@ func TestIngestReader_Next_BoundedByBytes(t *testing.T) {
 		got += len(batch)
 	}
 	t.Logf("%d uploads of %d KiB read in batches of at most ~4 MiB", got, bodySize>>10)
+}
+
+// TestClient_PublishUploads: a page of uploads goes up in order and is
+// acknowledged; when the broker goes away before acknowledging, the call
+// returns ErrUploadNotAcked instead of waiting for ever.
+func TestClient_PublishUploads(t *testing.T) {
+	b := fstest.MustStartBroker(t, "north")
+	ctx := context.Background()
+	c, err := natsjs.Connect(b.URL(), natsjs.ConnectOptions{Name: "tab1", RetryOnFailedConnect: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	page := func(from int) []*events.Envelope {
+		var es []*events.Envelope
+		for i := from; i < from+3; i++ {
+			e := fstest.Change(t, "north", events.ChannelEvents, "event", fmt.Sprintf("r%d", i), map[string]any{"i": i})
+			e.Origin = events.Origin{DeviceID: "tab1", MutationID: fmt.Sprintf("m%d", i)}
+			es = append(es, e)
+		}
+		return es
+	}
+	if n, err := c.PublishUploads(ctx, page(0)); n != 3 || err != nil {
+		t.Fatalf("PublishUploads = %d, %v; want 3 acknowledged", n, err)
+	}
+	st, err := b.Client.StreamState(ctx, events.UploadStream)
+	if err != nil || st.Msgs != 3 {
+		t.Fatalf("upload stream holds %d messages (%v), want 3", st.Msgs, err)
+	}
+	if err := b.Server.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	n, err := c.PublishUploads(ctx, page(3))
+	if n != 0 || err == nil {
+		t.Fatalf("PublishUploads with the broker gone = %d, %v; want 0 and an error", n, err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("PublishUploads took %v with the broker gone, want about its 5 s ack wait at most", took)
+	}
+	t.Logf("broker gone: %v after %v", err, time.Since(start).Round(time.Millisecond))
 }
