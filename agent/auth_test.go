@@ -48,20 +48,22 @@ func TestAgent_Status_AuthenticationError(t *testing.T) {
 	<-done
 }
 
-func TestAgent_Status_IncompatibleServer(t *testing.T) {
+// incompatibleStatus runs an agent against a broker that answers the
+// version check with hello (a server the agent cannot sync with), waits
+// for the incompatible_server status and checks that nothing was applied.
+func incompatibleStatus(t *testing.T, hello events.Hello) Status {
+	t.Helper()
 	ctx := context.Background()
 	b := fstest.MustStartBroker(t, "north")
 	if err := b.Hello.Unsubscribe(); err != nil {
 		t.Fatal(err)
 	}
-	newer := events.LocalHello("broker")
-	newer.Protocol, newer.MinPeerProtocol = events.ProtocolVersion+2, events.ProtocolVersion+1 // needs newer agents
-	data, _ := json.Marshal(newer)
+	data, _ := json.Marshal(hello)
 	sub, err := b.Client.Conn().Subscribe(events.HelloSubject, func(m *nats.Msg) { m.Respond(data) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Unsubscribe()
+	t.Cleanup(func() { sub.Unsubscribe() })
 	b.MustPublish(t, fstest.Change(t, "north", events.ChannelEvents, "event", "e1", map[string]any{"x": 1}))
 	cfg := testConfig("tab1", "north")
 	cfg.DataDir, cfg.BrokerURL, cfg.APIAddr = t.TempDir(), b.URL(), "127.0.0.1:0"
@@ -69,11 +71,10 @@ func TestAgent_Status_IncompatibleServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.Close()
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- a.Run(rctx) }()
-	defer func() { cancel(); <-done }()
+	t.Cleanup(func() { cancel(); <-done; a.Close() })
 	var st Status
 	fstest.Eventually(t, 10*time.Second, func() bool {
 		var err error
@@ -82,10 +83,17 @@ func TestAgent_Status_IncompatibleServer(t *testing.T) {
 		}
 		return st.State == StateIncompatible
 	}, "status incompatible_server; last %+v", &st)
-	if !strings.Contains(st.LastError, "upgrade the device agent") {
-		t.Fatalf("incompatible status should say which side to upgrade: %q", st.LastError)
-	}
 	if st.Channels[0].Records != 0 || len(st.Channels[0].Units) != 0 {
 		t.Fatalf("nothing may be applied: %+v", st.Channels[0])
+	}
+	return st
+}
+
+func TestAgent_Status_IncompatibleServer(t *testing.T) {
+	newer := events.LocalHello("broker")
+	newer.Protocol, newer.MinPeerProtocol = events.ProtocolVersion+2, events.ProtocolVersion+1 // needs newer agents
+	st := incompatibleStatus(t, newer)
+	if !strings.Contains(st.LastError, "upgrade the device agent") {
+		t.Fatalf("incompatible status should say which side to upgrade: %q", st.LastError)
 	}
 }
