@@ -94,6 +94,19 @@ func measureBulkLoads(ctx context.Context, dir string, spec seed.Spec) ([]bulkRe
 
 // openRaw opens a plain SQLite database with the device store's writer
 // settings.
+// openEmptyRaw opens the raw database at path with its tables created.
+func openEmptyRaw(ctx context.Context, path string) (*sql.DB, error) {
+	db, err := openRaw(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := createRawTables(ctx, db); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
 func openRaw(path string) (*sql.DB, error) {
 	q := url.Values{}
 	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(NORMAL)", "cache_size(-65536)", "temp_store(MEMORY)"} {
@@ -154,14 +167,11 @@ func inTx(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error {
 const rawTxRows = 100_000
 
 func loadOneRow(ctx context.Context, path string, rows []bulkRow) (time.Duration, error) {
-	db, err := openRaw(path)
+	db, err := openEmptyRaw(ctx, path)
 	if err != nil {
 		return 0, err
 	}
 	defer db.Close()
-	if err := createRawTables(ctx, db); err != nil {
-		return 0, err
-	}
 	start := time.Now()
 	for i := 0; i < len(rows); i += rawTxRows {
 		err := inTx(ctx, db, func(tx *sql.Tx) error {
@@ -251,14 +261,11 @@ func sortedRows(rows []bulkRow) []bulkRow {
 // (at most) per rows, then builds the indexes (the sort is not timed).
 func loadMultiRow(ctx context.Context, path string, rows []bulkRow, per int) (time.Duration, error) {
 	rows = sortedRows(rows)
-	db, err := openRaw(path)
+	db, err := openEmptyRaw(ctx, path)
 	if err != nil {
 		return 0, err
 	}
 	defer db.Close()
-	if err := createRawTables(ctx, db); err != nil {
-		return 0, err
-	}
 	start := time.Now()
 	if err := insertMultiRow(ctx, db, rows, per); err != nil {
 		return 0, err
@@ -332,14 +339,11 @@ func loadInsertSelect(ctx context.Context, path string, rows []bulkRow) (time.Du
 	if err != nil {
 		return 0, fmt.Errorf("source file: %w", err)
 	}
-	db, err := openRaw(path)
+	db, err := openEmptyRaw(ctx, path)
 	if err != nil {
 		return 0, err
 	}
 	defer db.Close()
-	if err := createRawTables(ctx, db); err != nil {
-		return 0, err
-	}
 	start := time.Now()
 	if _, err := db.ExecContext(ctx, `ATTACH DATABASE ? AS src`, path+".src"); err != nil {
 		return 0, err
