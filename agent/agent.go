@@ -37,6 +37,7 @@ type Agent struct {
 	catchUp  chan struct{} // the connection came up, or results were missed
 	merge    chan struct{}
 	changed  notifier     // see [Agent.StatusChanged]
+	outcomes outcomeLog   // see [Agent.Outcomes]
 	catchUps atomic.Int64 // catch-ups autosync completed (tests)
 
 	syncMu    sync.Mutex // one sync at a time (loop and Sync Now)
@@ -69,7 +70,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 		log = slog.Default()
 	}
 	a := &Agent{cfg: cfg, log: log.With("device", cfg.DeviceID), requests: make(chan Scope, 4), wake: make(chan struct{}, 1),
-		catchUp: make(chan struct{}, 1), merge: make(chan struct{}, 1)}
+		catchUp: make(chan struct{}, 1), merge: make(chan struct{}, 1), outcomes: outcomeLog{max: outcomeLogBytes}}
 	db, err := store.Open(ctx, cfg.DBPath(), store.Options{OnCommit: a.statusChanged, Log: a.log})
 	if err != nil {
 		return nil, err
@@ -124,7 +125,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer client.Close()
 	s := NewSyncer(a.cfg, client, a.db, a.log)
-	s.refresh, s.metrics, s.onChange = a.RefreshMode, a.metrics, a.statusChanged
+	s.refresh, s.metrics, s.onChange, s.onDecided = a.RefreshMode, a.metrics, a.statusChanged, a.outcomes.add
 	a.mu.Lock()
 	a.client, a.syncer = client, s
 	a.mu.Unlock()

@@ -29,6 +29,9 @@ type Syncer struct {
 	resMu    sync.Mutex  // one results reader at a time
 	metrics  syncMetrics // nil: nothing is reported
 	onChange func()      // told when the progress changes (nil: nobody)
+	// onDecided is told what each committed batch of results decided
+	// (the agent's outcome log; nil: nobody).
+	onDecided func([]store.Decided)
 	// Test hooks: onBatch runs after each committed batch, onTrace is told
 	// of every upload and download step in order, beforeMarkSent runs
 	// between publishing an upload and recording it, beforeWipe between

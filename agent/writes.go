@@ -200,8 +200,12 @@ func (s *Syncer) applyResults(ctx context.Context, ds []natsjs.Delivery, lastSeq
 	if len(b.Results) == 0 && lastSeq == 0 {
 		return 0, nil
 	}
-	if err := s.db.ApplyResults(ctx, b); err != nil {
+	decided, err := s.db.ApplyResults(ctx, b)
+	if err != nil {
 		return 0, err
+	}
+	if s.onDecided != nil {
+		s.onDecided(decided)
 	}
 	return len(b.Results), nil
 }

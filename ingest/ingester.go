@@ -58,7 +58,8 @@ type Options struct {
 	// row. Unset fields take [DefaultRetry]'s.
 	Retry retry.Policy
 	// Workers process uploads in parallel; uploads of one record always go
-	// to the same worker, in order (default 32).
+	// to the same worker, in order (default 256: a worker mostly waits for
+	// the broker, so the count bounds how many uploads are in flight).
 	Workers int
 	Log     *slog.Logger
 }
@@ -66,7 +67,7 @@ type Options struct {
 // New returns an ingester on client.
 func New(client *natsjs.Client, o Options) *Ingester {
 	if o.Workers <= 0 {
-		o.Workers = 32
+		o.Workers = 256
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()

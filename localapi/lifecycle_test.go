@@ -223,7 +223,8 @@ func sseLines(ctx context.Context, resp *http.Response) <-chan string {
 }
 
 // nextStatusEvent reads one server-sent event, skipping keep-alive
-// comments, and requires it to be "event: status" with a JSON status.
+// comments and write outcome events, and requires it to be "event:
+// status" with a JSON status.
 func nextStatusEvent(t *testing.T, lines <-chan string, timeout time.Duration) (agent.Status, string) {
 	t.Helper()
 	deadline := time.After(timeout)
@@ -240,7 +241,7 @@ func nextStatusEvent(t *testing.T, lines <-chan string, timeout time.Duration) (
 		return ""
 	}
 	l := next()
-	for l == "" || strings.HasPrefix(l, ":") {
+	for l == "" || strings.HasPrefix(l, ":") || l == "event: write" || strings.HasPrefix(l, "data: {\"seq\":") {
 		l = next()
 	}
 	if l != "event: status" {

@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/fieldsync/fieldsync/agent"
 )
 
 // StatusNotifier is a [Backend] that says when its status may have
@@ -16,6 +19,14 @@ import (
 type StatusNotifier interface {
 	// StatusChanged returns a channel closed at the next change.
 	StatusChanged() <-chan struct{}
+}
+
+// OutcomeFeed is a [Backend] that announces its write outcomes
+// (*agent.Agent is one): each status stream then also sends an event per
+// outcome, as it is announced (see [agent.Agent.Outcomes]).
+type OutcomeFeed interface {
+	Outcomes(after uint64) (outs []agent.WriteOutcome, last uint64, missed bool)
+	OutcomesChanged() <-chan struct{}
 }
 
 const (
@@ -32,6 +43,10 @@ const (
 // time it changes, "event: error" with an [ErrorBody] when the status
 // cannot be read, and a comment every 15 s to keep the connection open.
 // Every open stream shares one reader of the status (see [statusFeed]).
+// With an [OutcomeFeed] backend it also sends "event: write" with an
+// [agent.WriteOutcome] for each write decided after the stream opened, at
+// once, and "event: writes-missed" when this stream fell so far behind
+// that outcomes were dropped (re-read GET /v1/conflicts and the records).
 func (h *handler) stream(w http.ResponseWriter, r *http.Request) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
@@ -45,15 +60,17 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	ev, next, leave := h.feed.join()
 	defer leave()
+	outs := newOutcomeCursor(h.b)
 	keep := time.NewTicker(streamRefresh)
 	defer keep.Stop()
 	var sent []byte
 	for {
 		if ev.data != nil && !bytes.Equal(ev.data, sent) {
 			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.name, ev.data)
-			fl.Flush()
 			sent = ev.data
 		}
+		outs.send(w)
+		fl.Flush()
 		select {
 		case <-ctx.Done():
 			return
@@ -61,11 +78,43 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-keep.C:
 			fmt.Fprint(w, ": keep-alive\n\n")
-			fl.Flush()
 		case <-next:
 			ev, next = h.feed.latest()
+		case <-outs.changed:
 		}
 	}
+}
+
+// outcomeCursor is one stream's position in its backend's write outcomes.
+type outcomeCursor struct {
+	feed    OutcomeFeed // nil: the backend announces none
+	after   uint64
+	changed <-chan struct{} // closed at the next outcome (nil: never)
+}
+
+func newOutcomeCursor(b Backend) *outcomeCursor {
+	c := &outcomeCursor{}
+	if f, ok := b.(OutcomeFeed); ok {
+		c.feed, c.changed = f, f.OutcomesChanged()
+		_, c.after, _ = f.Outcomes(^uint64(0)) // from now on
+	}
+	return c
+}
+
+// send writes the outcomes announced since the last send.
+func (c *outcomeCursor) send(w io.Writer) {
+	if c.feed == nil {
+		return
+	}
+	c.changed = c.feed.OutcomesChanged() // before the read: nothing in between is missed
+	outs, last, missed := c.feed.Outcomes(c.after)
+	if missed {
+		fmt.Fprintf(w, "event: writes-missed\ndata: {\"after\":%d}\n\n", c.after)
+	}
+	for i := range outs {
+		fmt.Fprintf(w, "event: write\ndata: %s\n\n", mustJSON(&outs[i]))
+	}
+	c.after = last
 }
 
 // event is one server-sent event: its name and data.

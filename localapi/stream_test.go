@@ -4,11 +4,13 @@ package localapi_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -197,5 +199,79 @@ func TestHandler_Stream_ClientsShareOneStatusRead(t *testing.T) {
 	t.Logf("%d streams got a local write after %d status reads (limit %d)", clients, reads, limit)
 	if reads > limit {
 		t.Fatalf("%d streams read the status %d times for one write, want them to share a read (at most %d)", clients, reads, limit)
+	}
+}
+
+// TestHandler_Stream_WriteOutcomes: a stream announces each local write's
+// outcome as an "event: write" once the agent committed it (accepted with
+// the record's version, or a conflict), so the app needs no polling; a
+// read right after the event shows the same.
+func TestHandler_Stream_WriteOutcomes(t *testing.T) {
+	e := startLifecycleEnv(t, nil, 0)
+	e.waitUpToDate(t, nil)
+	runIngest(t, e.broker)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.base+"/v1/stream", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := e.send(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines := sseLines(ctx, resp)
+	nextStatusEvent(t, lines, 10*time.Second) // the stream is open: what follows is announced on it
+
+	var w localapi.WriteResponse
+	if r := e.do(t, http.MethodPost, "/v1/records", `{"org_unit":"north","channel":"events","kind":"event","id":"out-1","body":{"a":1}}`, &w); r.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST /v1/records: %d", r.StatusCode)
+	}
+	out := nextWriteEvent(t, lines, 15*time.Second)
+	if out.MutationID != w.MutationID || out.State != store.StateAccepted || out.RecordID != "out-1" || out.OrgUnit != "north" ||
+		out.Channel != "events" || out.Version == 0 || out.Seq == 0 {
+		t.Fatalf("write event %+v, want mutation %s accepted with a version", out, w.MutationID)
+	}
+	var page localapi.RecordsPage
+	e.do(t, http.MethodGet, "/v1/records?channel=events&unit=north&id=out-1", "", &page)
+	if recs := page.Records; len(recs) != 1 || recs[0].Pending || recs[0].Version != out.Version {
+		t.Fatalf("after the event GET shows %+v, want out-1 confirmed at version %d", page.Records, out.Version)
+	}
+
+	// A write based on a version the server moved past comes back as a conflict.
+	e.broker.MustPublish(t, fstest.Change(t, "north", events.ChannelEvents, "event", "srv-1", map[string]any{"title": "server edit"}))
+	if r := e.do(t, http.MethodPost, "/v1/records", `{"org_unit":"north","channel":"events","kind":"event","id":"srv-1","body":{"a":2}}`, &w); r.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST /v1/records: %d", r.StatusCode)
+	}
+	if out = nextWriteEvent(t, lines, 15*time.Second); out.MutationID != w.MutationID || out.State != store.StateConflict || out.Seq < 2 {
+		t.Fatalf("write event %+v, want mutation %s as a conflict", out, w.MutationID)
+	}
+}
+
+// nextWriteEvent reads events until an "event: write" and returns its
+// outcome.
+func nextWriteEvent(t *testing.T, lines <-chan string, timeout time.Duration) agent.WriteOutcome {
+	t.Helper()
+	deadline := time.After(timeout)
+	for isWrite := false; ; {
+		var l string
+		select {
+		case l = <-lines:
+		case <-deadline:
+			t.Fatal("no write event in time")
+		}
+		switch {
+		case l == "event: write":
+			isWrite = true
+		case isWrite && strings.HasPrefix(l, "data: "):
+			var out agent.WriteOutcome
+			if err := json.Unmarshal([]byte(strings.TrimPrefix(l, "data: ")), &out); err != nil {
+				t.Fatalf("write event data %q: %v", l, err)
+			}
+			return out
+		case l == "":
+			isWrite = false
+		}
 	}
 }

@@ -139,7 +139,7 @@ func applyDeferred(ctx context.Context, tx *sql.Tx, ch events.Channel) error {
 	}
 	for i, r := range rs {
 		// The retention time was computed when the result arrived.
-		if err := applyResult(ctx, tx, r, ResultsBatch{Now: time.UnixMilli(until[i])}); err != nil {
+		if _, err := applyResult(ctx, tx, r, ResultsBatch{Now: time.UnixMilli(until[i])}); err != nil {
 			return err
 		}
 	}

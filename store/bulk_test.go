@@ -215,7 +215,7 @@ func TestDB_ApplyResults_DuringBulkLoad(t *testing.T) {
 			write("r0002", "m2") // a record the snapshot also brings, accepted at a newer version
 			write("r0003", "m3") // a conflict: the server's state comes with the result
 			mustBeginBulk(t, db, ev)
-			err = db.ApplyResults(ctx, store.ResultsBatch{LastSeq: 7, Now: time.Now(), Results: []*events.Result{
+			_, err = db.ApplyResults(ctx, store.ResultsBatch{LastSeq: 7, Now: time.Now(), Results: []*events.Result{
 				{DeviceID: "tab1", MutationID: "m1", Status: events.Accepted, Version: 120, At: 1},
 				{DeviceID: "tab1", MutationID: "m2", Status: events.Accepted, Version: 150, At: 1},
 				{DeviceID: "tab1", MutationID: "m3", Status: events.Conflict, ServerVersion: 160,

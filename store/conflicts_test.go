@@ -26,7 +26,7 @@ func TestDB_Conflicts_UnreadableServerBody(t *testing.T) {
 	}
 	nan := []byte{0x81, 0xa1, 'f', 0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 1} // {"f": NaN}
 	res := &events.Result{DeviceID: "tab1", MutationID: "m1", Status: events.Conflict, ServerVersion: 7, ServerBody: nan, At: 1}
-	if err := db.ApplyResults(ctx, store.ResultsBatch{Results: []*events.Result{res}, LastSeq: 1, Now: time.Now()}); err != nil {
+	if _, err := db.ApplyResults(ctx, store.ResultsBatch{Results: []*events.Result{res}, LastSeq: 1, Now: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	cs, err := db.Conflicts(ctx)

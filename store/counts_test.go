@@ -79,7 +79,7 @@ func TestDB_LiveCount_KeptUntilNextCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("after a local delete", 2)
-	if err := db.ApplyResults(ctx, store.ResultsBatch{Now: time.Now(), Results: []*events.Result{
+	if _, err := db.ApplyResults(ctx, store.ResultsBatch{Now: time.Now(), Results: []*events.Result{
 		{DeviceID: "tab1", MutationID: "m1", Status: events.Accepted, Version: 3},
 		{DeviceID: "tab1", MutationID: "m2", Status: events.Accepted, Version: 4},
 	}}); err != nil {

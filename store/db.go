@@ -9,8 +9,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-
-	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 )
 
 // ErrClosed is returned by every method after [DB.Close].
@@ -58,7 +56,7 @@ func Open(ctx context.Context, path string, o Options) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	w, err := sql.Open("sqlite", dsn(path, "immediate", fmt.Sprintf("cache_size(-%d)", o.CacheMiB<<10), "temp_store(MEMORY)"))
+	w, err := openPool(dsn(path, "immediate", fmt.Sprintf("cache_size(-%d)", o.CacheMiB<<10), "temp_store(MEMORY)"))
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
@@ -70,7 +68,7 @@ func Open(ctx context.Context, path string, o Options) (*DB, error) {
 		w.Close()
 		return nil, err
 	}
-	r, err := sql.Open("sqlite", dsn(path, "deferred", "query_only(1)", "cache_size(-32768)", "mmap_size(1073741824)"))
+	r, err := openPool(dsn(path, "deferred", "query_only(1)", "cache_size(-32768)", "mmap_size(1073741824)"))
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("store: open readers %s: %w", path, err)

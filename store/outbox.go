@@ -16,6 +16,9 @@ const (
 	StateSent     = "sent"     // published, result not yet received
 	StateConflict = "conflict" // the server's record changed since the base version
 	StateRejected = "rejected" // the server refused it
+	// StateAccepted is not an outbox state (an accepted write leaves the
+	// outbox): it is what [Decided] reports for one.
+	StateAccepted = "accepted"
 )
 
 // ErrNotFound: no such mutation (or it has no sync error to resolve).

@@ -33,16 +33,37 @@ func (db *DB) ResultsCheckpoint(ctx context.Context) (uint64, error) {
 	return strconv.ParseUint(v, 10, 64)
 }
 
+// Decided is what a result decided for a write the device held, as
+// [DB.ApplyResults] reports it once committed.
+type Decided struct {
+	MutationID string
+	Addr       events.Address
+	// State is StateAccepted (the write is part of the server state and
+	// left the outbox), StateConflict or StateRejected (a sync error).
+	State string
+	// Version is the record's version after an accepted write; Reason
+	// says why a write was rejected.
+	Version uint64
+	Reason  string
+}
+
 // ApplyResults applies ingest results and advances the results checkpoint
-// in one transaction. A result for a mutation the device no longer holds
-// (already applied, or resolved) is ignored. A result for a record whose
-// channel is in bulk mode (see [DB.BeginBulk]) is kept in the store and
-// applied when the load ends; until then the write stays pending.
-func (db *DB) ApplyResults(ctx context.Context, b ResultsBatch) error {
-	return db.tx(ctx, func(tx *sql.Tx) error {
+// in one transaction, and returns what they decided. A result for a
+// mutation the device no longer holds (already applied, or resolved) is
+// ignored. A result for a record whose channel is in bulk mode (see
+// [DB.BeginBulk]) is kept in the store and applied when the load ends;
+// until then the write stays pending, and it is not among the returned.
+func (db *DB) ApplyResults(ctx context.Context, b ResultsBatch) ([]Decided, error) {
+	var decided []Decided
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		decided = decided[:0]
 		for _, r := range b.Results {
-			if err := applyResult(ctx, tx, r, b); err != nil {
+			d, err := applyResult(ctx, tx, r, b)
+			if err != nil {
 				return err
+			}
+			if d != nil {
+				decided = append(decided, *d)
 			}
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?, ?)
@@ -50,29 +71,37 @@ func (db *DB) ApplyResults(ctx context.Context, b ResultsBatch) error {
 			metaResultsSeq, strconv.FormatUint(b.LastSeq, 10))
 		return err
 	})
+	if err != nil {
+		return nil, err
+	}
+	return decided, nil
 }
 
-func applyResult(ctx context.Context, tx *sql.Tx, r *events.Result, b ResultsBatch) error {
+// applyResult applies r and returns what it decided; nil when it decided
+// nothing now (no such write, or deferred by a bulk load).
+func applyResult(ctx context.Context, tx *sql.Tx, r *events.Result, b ResultsBatch) (*Decided, error) {
 	m, err := outboxRow(ctx, tx, r.MutationID)
 	if errors.Is(err, ErrNotFound) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if bulk, err := inBulk(ctx, tx, m.Addr.Channel); err != nil || bulk {
 		if err != nil {
-			return err
+			return nil, err
 		}
-		return deferResult(ctx, tx, m.Addr.Channel, r, b)
+		return nil, deferResult(ctx, tx, m.Addr.Channel, r, b)
 	}
+	d := &Decided{MutationID: m.MutationID, Addr: m.Addr, State: string(r.Status), Version: r.Version, Reason: r.Reason}
 	switch r.Status {
 	case events.Accepted:
-		return accept(ctx, tx, m, r, b)
+		d.State = StateAccepted
+		return d, accept(ctx, tx, m, r, b)
 	case events.Conflict, events.Rejected:
-		return markFailed(ctx, tx, m, r)
+		return d, markFailed(ctx, tx, m, r)
 	}
-	return nil
+	return nil, nil
 }
 
 func outboxRow(ctx context.Context, tx *sql.Tx, mutationID string) (Mutation, error) {

@@ -34,7 +34,7 @@ func TestDB_WipeConfirmed(t *testing.T) {
 		t.Fatalf("a refused wipe left the outbox %v", c)
 	}
 
-	err := db.ApplyResults(ctx, store.ResultsBatch{LastSeq: 1, Now: time.Now(), Results: []*events.Result{
+	_, err := db.ApplyResults(ctx, store.ResultsBatch{LastSeq: 1, Now: time.Now(), Results: []*events.Result{
 		{DeviceID: "tab1", MutationID: "m1", Status: events.Accepted, Version: 2, At: 1}}})
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 )
@@ -25,7 +26,24 @@ func main() {
 }
 
 func newRootCmd() *cobra.Command {
+	var cpuProfile string
 	root := &cobra.Command{Use: "fsbench", Short: "fieldsync benchmarks", SilenceUsage: true}
+	root.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of this process (broker, server side and load) to `FILE`; FS_AGENT_CPUPROFILE does the same for agent processes")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if cpuProfile == "" {
+			return nil
+		}
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		return pprof.StartCPUProfile(f)
+	}
+	root.PersistentPostRun = func(*cobra.Command, []string) {
+		if cpuProfile != "" {
+			pprof.StopCPUProfile()
+		}
+	}
 	root.AddCommand(newInitialSyncCmd(), newAgentChildCmd(), newWritesCmd(), newWriteAgentCmd(), newApplyCmd())
 	return root
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -12,35 +13,48 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fieldsync/fieldsync/agent"
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/localapi"
 	"github.com/fieldsync/fieldsync/store"
 )
 
 // observer follows one device's answered writes through the agent's own
-// API until each is seen decided, as the app would see it: a record that
-// is no longer pending and carries the device's write (accepted), or the
-// write listed in GET /v1/conflicts (conflict or rejected). It looks
-// whenever the agent's status stream (/v1/stream) reports a change, and
-// every poll interval while writes are undecided, so an outcome is seen at
-// most one poll interval (plus one request) after the agent shows it.
+// API until each is seen decided, as the app would see it: the agent's
+// status stream (/v1/stream) announces each write's outcome ("event:
+// write": accepted, conflict or rejected) as soon as it is committed, so
+// the observer makes no requests to learn them. Conflicts are undone
+// through the API as the user would. Only if the stream reports that it
+// dropped outcomes ("writes-missed") does the observer fall back to
+// looking at the records every poll interval (GET /v1/records and
+// GET /v1/conflicts), which the report says.
 type observer struct {
 	p    *agentProc
 	poll time.Duration
 	wake chan struct{}
+	// ready is closed once the status stream is open: writes sent before
+	// would not be announced on it.
+	ready     chan struct{}
+	readyOnce sync.Once
 
 	mu   sync.Mutex
 	open map[string][]*benchWrite // record id -> undecided answered writes, in answer order
-	// mine maps the event id of each answered write to it.
-	mine map[string]*benchWrite
-	// conflicts are seen conflicts not yet undone.
-	toUndo []string
-	errs   int // failed API reads
-	reads  int // API requests made to follow the writes
+	// mine maps the mutation id of each answered write to it, byEvent
+	// its server event id.
+	mine, byEv map[string]*benchWrite
+	// early are outcomes announced before their POST's answer was seen.
+	early map[string]agent.WriteOutcome
+	// toUndo are seen conflicts not yet undone.
+	toUndo   []string
+	missed   int  // writes-missed events
+	fallback bool // polling since a writes-missed event
+	errs     int  // failed API reads
+	reads    int  // API requests made to follow the writes
 }
 
 func newObserver(p *agentProc, poll time.Duration) *observer {
-	return &observer{p: p, poll: poll, wake: make(chan struct{}, 1), open: map[string][]*benchWrite{}, mine: map[string]*benchWrite{}}
+	return &observer{p: p, poll: poll, wake: make(chan struct{}, 1), ready: make(chan struct{}),
+		open: map[string][]*benchWrite{}, mine: map[string]*benchWrite{}, byEv: map[string]*benchWrite{}, early: map[string]agent.WriteOutcome{}}
 }
 
 func (o *observer) signal() {
@@ -59,8 +73,39 @@ func (o *observer) answered(w *benchWrite, mut string, err error, at time.Time) 
 		return
 	}
 	o.open[w.record] = append(o.open[w.record], w)
-	o.mine[w.eventID()] = w
-	o.signal()
+	o.mine[mut] = w
+	o.byEv[w.eventID()] = w
+	if out, ok := o.early[mut]; ok {
+		delete(o.early, mut)
+		o.outcomeLocked(w, out, at)
+	}
+}
+
+// announced decides the write an outcome event names, seen at at.
+func (o *observer) announced(out agent.WriteOutcome, at time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	w := o.mine[out.MutationID]
+	if w == nil {
+		o.early[out.MutationID] = out
+		return
+	}
+	o.outcomeLocked(w, out, at)
+}
+
+func (o *observer) outcomeLocked(w *benchWrite, out agent.WriteOutcome, at time.Time) {
+	outcome := outcomeAccepted
+	switch out.State {
+	case store.StateConflict:
+		outcome = outcomeConflict
+	case store.StateRejected:
+		outcome = outcomeRejected
+	}
+	o.decideLocked(w, outcome, at)
+	if outcome == outcomeConflict && w.kind == writeShared {
+		o.toUndo = append(o.toUndo, out.MutationID)
+		o.signal()
+	}
 }
 
 // undecided returns how many answered writes have no outcome yet.
@@ -74,27 +119,29 @@ func (o *observer) undecided() int {
 	return n
 }
 
-// run looks until ctx ends.
+// run undoes conflicts as they are seen and, once fallen back, looks at
+// undecided writes every poll interval, until ctx ends.
 func (o *observer) run(ctx context.Context) {
-	t := time.NewTimer(o.poll)
+	t := time.NewTicker(o.poll)
 	defer t.Stop()
 	for ctx.Err() == nil {
-		if o.undecided() == 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-o.wake:
-			}
-		} else {
-			t.Reset(o.poll)
-			select {
-			case <-ctx.Done():
-				return
-			case <-o.wake:
-			case <-t.C:
-			}
+		select {
+		case <-ctx.Done():
+			return
+		case <-o.wake:
+		case <-t.C:
 		}
-		if err := o.check(ctx); err != nil && ctx.Err() == nil {
+		o.mu.Lock()
+		fallback := o.fallback
+		o.mu.Unlock()
+		var err error
+		if fallback {
+			err = o.check(ctx)
+		}
+		if err == nil {
+			err = o.undo(ctx)
+		}
+		if err != nil && ctx.Err() == nil {
 			o.mu.Lock()
 			o.errs++
 			o.mu.Unlock()
@@ -103,8 +150,28 @@ func (o *observer) run(ctx context.Context) {
 	}
 }
 
-// Bounds of one look: point lookups of shared records, and the page of
-// the device's own records.
+// undo undoes the seen conflicts of shared records, as the user would
+// (each shared record is written once per device, so undoing drops
+// nothing else the benchmark follows).
+func (o *observer) undo(ctx context.Context) error {
+	for {
+		o.mu.Lock()
+		if len(o.toUndo) == 0 {
+			o.mu.Unlock()
+			return nil
+		}
+		id := o.toUndo[0]
+		o.toUndo = o.toUndo[1:]
+		o.reads++
+		o.mu.Unlock()
+		if err := o.p.api.Resolve(ctx, id, store.ResolveUndo); err != nil {
+			return err
+		}
+	}
+}
+
+// Bounds of one fallback look: point lookups of shared records, and the
+// page of the device's own records.
 const (
 	maxLookups = 4
 	maxPage    = 32
@@ -137,6 +204,10 @@ func (o *observer) count(n int) {
 func (o *observer) decide(w *benchWrite, outcome string, at time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.decideLocked(w, outcome, at)
+}
+
+func (o *observer) decideLocked(w *benchWrite, outcome string, at time.Time) {
 	if w.outcome != "" {
 		return
 	}
@@ -222,7 +293,7 @@ func (o *observer) settle(recs []store.Record, open map[string][]*benchWrite, at
 			continue
 		}
 		o.mu.Lock()
-		w := o.mine[r.EventID]
+		w := o.byEv[r.EventID]
 		o.mu.Unlock()
 		if w == nil || w.record != r.RecordID {
 			continue
@@ -265,21 +336,15 @@ func (o *observer) checkConflicts(ctx context.Context, open map[string][]*benchW
 			if c.State == store.StateRejected {
 				outcome = outcomeRejected
 			}
-			o.decide(w, outcome, at)
+			o.mu.Lock()
+			o.decideLocked(w, outcome, at)
 			if w.kind == writeShared {
 				o.toUndo = append(o.toUndo, c.MutationID)
 			}
+			o.mu.Unlock()
 		}
 	}
-	for len(o.toUndo) > 0 {
-		id := o.toUndo[0]
-		o.toUndo = o.toUndo[1:]
-		o.count(1)
-		if err := o.p.api.Resolve(ctx, id, store.ResolveUndo); err != nil {
-			return err
-		}
-	}
-	return nil
+	return o.undo(ctx)
 }
 
 // sweep looks once more, at every record, for the writes still undecided
@@ -327,8 +392,9 @@ func (o *observer) sweep(ctx context.Context, prefixes ...string) error {
 	return nil
 }
 
-// watchStream wakes the observer at every event of the agent's status
-// stream until ctx ends.
+// watchStream reads the agent's status stream until ctx ends: each
+// "write" event decides the write it names, a "writes-missed" event
+// turns on the fallback.
 func (o *observer) watchStream(ctx context.Context) {
 	for ctx.Err() == nil {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.p.api.BaseURL+"/v1/stream", nil)
@@ -344,13 +410,33 @@ func (o *observer) watchStream(ctx context.Context) {
 			}
 			continue
 		}
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 64<<10), 4<<20)
-		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "data:") {
-				o.signal()
-			}
-		}
+		o.readyOnce.Do(func() { close(o.ready) })
+		o.readEvents(bufio.NewScanner(resp.Body))
 		resp.Body.Close()
+	}
+}
+
+func (o *observer) readEvents(sc *bufio.Scanner) {
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	var name string
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "event: "):
+			name = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: ") && name == "write":
+			var out agent.WriteOutcome
+			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &out); err != nil {
+				fmt.Fprintf(os.Stderr, "%s: bad write event: %v\n", o.p.device, err)
+				continue
+			}
+			o.announced(out, time.Now())
+		case strings.HasPrefix(line, "data: ") && name == "writes-missed":
+			o.mu.Lock()
+			o.missed++
+			o.fallback = true
+			o.mu.Unlock()
+			o.signal()
+		}
 	}
 }
