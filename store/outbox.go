@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -150,24 +151,18 @@ func (db *DB) MarkSent(ctx context.Context, mutationID string, now time.Time) er
 	return nil
 }
 
-// MarkSentAll is [DB.MarkSent] for several mutations, in one transaction.
+// MarkSentAll is [DB.MarkSent] for several mutations, in one statement
+// (so in one transaction).
 func (db *DB) MarkSentAll(ctx context.Context, mutationIDs []string, now time.Time) error {
-	err := db.tx(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, `UPDATE outbox SET state = ?, sent_at = ? WHERE mutation_id = ? AND state = ?`)
-		if err != nil {
-			return err
-		}
-		defer stmt.Close()
-		for _, id := range mutationIDs {
-			if _, err := stmt.ExecContext(ctx, StateSent, now.UnixMilli(), id, StateQueued); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	ids, err := json.Marshal(mutationIDs)
 	if err != nil {
 		return fmt.Errorf("store: mark sent: %w", err)
 	}
+	if _, err := db.writer.ExecContext(ctx, `UPDATE outbox SET state = ?, sent_at = ?
+		WHERE state = ? AND mutation_id IN (SELECT value FROM json_each(?))`, StateSent, now.UnixMilli(), StateQueued, string(ids)); err != nil {
+		return fmt.Errorf("store: mark sent: %w", err)
+	}
+	db.committed()
 	return nil
 }
 
