@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/metrics"
 	"github.com/fieldsync/fieldsync/natsjs"
 	"github.com/fieldsync/fieldsync/store"
@@ -112,8 +113,12 @@ func (a *Agent) Close() error { return a.db.Close() }
 // SyncInterval from the last completion, plus the syncs requested with
 // [Agent.RequestSync]. It returns when ctx is cancelled.
 func (a *Agent) Run(ctx context.Context) error {
+	inbox, err := events.DeviceInboxPrefix(a.cfg.DeviceID)
+	if err != nil {
+		return err
+	}
 	client, err := natsjs.Connect(a.cfg.BrokerURL, natsjs.ConnectOptions{Name: "fieldsync-agent " + a.cfg.DeviceID,
-		RetryOnFailedConnect: true, OnStateChange: func(up bool, err error) {
+		Credentials: a.cfg.Credentials, InboxPrefix: inbox, RetryOnFailedConnect: true, OnStateChange: func(up bool, err error) {
 			a.log.Info("broker connection", "connected", up, "err", err)
 			if up {
 				kick(a.catchUp) // autosync catches up on what it missed

@@ -23,6 +23,12 @@ type Config struct {
 	OrgUnits []string `yaml:"org_units"`
 	// BrokerURL is the NATS URL of the server side (default nats://127.0.0.1:4222).
 	BrokerURL string `yaml:"broker_url"`
+	// Credentials is the device's NATS credentials file, as written by
+	// `broker-embed device add --out FILE` (user JWT and nkey seed; keep it
+	// readable by the agent's user only). [LoadConfig] takes a relative
+	// path as relative to the config file. Empty connects without
+	// credentials, which only a broker configured with `auth: none` accepts.
+	Credentials string `yaml:"credentials"`
 	// DataDir holds the SQLite database and the local API token (default
 	// [DefaultDataDir]: %ProgramData%\fieldsync\agent on Windows,
 	// fieldsync-agent elsewhere). [LoadConfig] takes a relative one as
@@ -98,7 +104,7 @@ type Config struct {
 }
 
 // LoadConfig reads a YAML config file and applies defaults. A relative
-// data_dir is taken relative to the config file's folder, so that a
+// data_dir (and credentials file) is taken relative to the config file's folder, so that a
 // service (started in System32 or /) and the CLI find the same data.
 func LoadConfig(path string) (Config, error) {
 	var c Config
@@ -106,12 +112,15 @@ func LoadConfig(path string) (Config, error) {
 		return c, fmt.Errorf("agent: %w", err)
 	}
 	c = c.WithDefaults()
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return c, fmt.Errorf("agent: config %s: %w", path, err)
+	}
 	if !filepath.IsAbs(c.DataDir) {
-		abs, err := filepath.Abs(path)
-		if err != nil {
-			return c, fmt.Errorf("agent: config %s: %w", path, err)
-		}
 		c.DataDir = filepath.Join(filepath.Dir(abs), c.DataDir)
+	}
+	if c.Credentials != "" && !filepath.IsAbs(c.Credentials) {
+		c.Credentials = filepath.Join(filepath.Dir(abs), c.Credentials)
 	}
 	return c, c.Validate()
 }

@@ -32,6 +32,25 @@ func TestLoadConfig_DataDir(t *testing.T) {
 	}
 }
 
+func TestLoadConfig_Credentials(t *testing.T) {
+	dir := t.TempDir()
+	abs := filepath.Join(t.TempDir(), "tab-1.creds")
+	for yaml, want := range map[string]string{
+		"credentials: tab-1.creds\n": filepath.Join(dir, "tab-1.creds"),
+		"credentials: " + abs + "\n": abs,
+		"":                           "",
+	} {
+		path := filepath.Join(dir, "device-agent.yaml")
+		if err := os.WriteFile(path, []byte("device_id: tab-1\norg_units: [north]\n"+yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := agent.LoadConfig(path)
+		if err != nil || cfg.Credentials != want {
+			t.Errorf("config %q: credentials %q (%v), want %q (relative to the config file)", yaml, cfg.Credentials, err, want)
+		}
+	}
+}
+
 func TestLoadConfig_Reader(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "device-agent.yaml")

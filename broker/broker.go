@@ -15,6 +15,7 @@ import (
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/ingest"
 	"github.com/fieldsync/fieldsync/metrics"
+	"github.com/fieldsync/fieldsync/natsauth"
 	"github.com/fieldsync/fieldsync/natsjs"
 	"github.com/fieldsync/fieldsync/natsserver"
 	"github.com/fieldsync/fieldsync/publish"
@@ -26,8 +27,11 @@ type Broker struct {
 	cfg        Config
 	log        *slog.Logger
 	srv        *natsserver.Server
+	auth       *natsauth.Authority
 	nc         *nats.Conn
 	client     *natsjs.Client
+	ingestNC   *nats.Conn
+	publishNC  *nats.Conn
 	sub        *nats.Subscription
 	hello      *nats.Subscription
 	stopIngest context.CancelFunc
@@ -57,12 +61,15 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Broker, err err
 			b.Close(context.WithoutCancel(ctx))
 		}
 	}()
-	b.srv, err = natsserver.Start(ctx, natsserver.Config{Name: "fieldsync", Host: cfg.NATS.Host, Port: cfg.NATS.Port,
-		StoreDir: cfg.JetStreamDir(), SyncInterval: cfg.NATS.SyncInterval, MaxPayload: cfg.NATS.MaxPayload, Logging: cfg.NATS.Logging})
-	if err != nil {
+	scfg := natsserver.Config{Name: "fieldsync", Host: cfg.NATS.Host, Port: cfg.NATS.Port,
+		StoreDir: cfg.JetStreamDir(), SyncInterval: cfg.NATS.SyncInterval, MaxPayload: cfg.NATS.MaxPayload, Logging: cfg.NATS.Logging}
+	if scfg.Operator, err = b.openAuth(); err != nil {
 		return nil, err
 	}
-	if b.nc, err = b.srv.Connect("fieldsync-broker"); err != nil {
+	if b.srv, err = natsserver.Start(ctx, scfg); err != nil {
+		return nil, err
+	}
+	if b.nc, err = b.connect(natsauth.RoleBroker); err != nil {
 		return nil, err
 	}
 	if b.client, err = natsjs.NewClient(b.nc); err != nil {
@@ -81,16 +88,35 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Broker, err err
 	if b.hello, err = natsjs.ServeHello(b.nc, events.LocalHello("broker")); err != nil {
 		return nil, err
 	}
-	svc := publish.NewService(b.client.Publisher(), log)
-	svc.OnResponse = func(r publish.Response) { b.metrics.Published(publishOutcome(r)) }
-	if b.sub, err = svc.Serve(b.nc); err != nil {
-		return nil, fmt.Errorf("broker: publish API: %w", err)
-	}
-	if err = b.serveHTTP(svc); err != nil {
+	if err = b.startPublish(); err != nil {
 		return nil, err
+	}
+	if b.auth != nil {
+		if err := b.auth.SetBrokerURL(b.ClientURL()); err != nil {
+			return nil, err
+		}
 	}
 	log.Info("broker ready", "nats", b.ClientURL(), "http", b.HTTPURL(), "org_units", cfg.OrgUnits, "data_dir", cfg.DataDir)
 	return b, nil
+}
+
+// startPublish serves the publish API (NATS and HTTP) on its own
+// connection, as the publish identity.
+func (b *Broker) startPublish() error {
+	var err error
+	if b.publishNC, err = b.connect(natsauth.RolePublish); err != nil {
+		return err
+	}
+	pc, err := natsjs.NewClient(b.publishNC)
+	if err != nil {
+		return err
+	}
+	svc := publish.NewService(pc.Publisher(), b.log)
+	svc.OnResponse = func(r publish.Response) { b.metrics.Published(publishOutcome(r)) }
+	if b.sub, err = svc.Serve(b.publishNC); err != nil {
+		return fmt.Errorf("broker: publish API: %w", err)
+	}
+	return b.serveHTTP(svc)
 }
 
 func (b *Broker) serveHTTP(svc *publish.Service) error {
@@ -110,14 +136,23 @@ func (b *Broker) serveHTTP(svc *publish.Service) error {
 
 // startIngest runs the ingest of device uploads until Close and waits for
 // its first report: reading, or down (then /healthz says so while ingest
-// retries by itself). It uses its own in-process connection so a slow
+// retries by itself). It uses its own in-process connection, as the
+// ingest identity (the only one that may publish results), so a slow
 // ingest never delays the publish API.
 func (b *Broker) startIngest(ctx context.Context) error {
+	var err error
+	if b.ingestNC, err = b.connect(natsauth.RoleIngest); err != nil {
+		return err
+	}
+	client, err := natsjs.NewClient(b.ingestNC)
+	if err != nil {
+		return err
+	}
 	ictx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	b.stopIngest, b.ingestDone = cancel, make(chan error, 1)
 	first := make(chan struct{})
 	var once sync.Once
-	in := ingest.New(b.client, ingest.Options{Rights: b.cfg.Rights, Policy: b.cfg.Ingest, Log: b.log,
+	in := ingest.New(client, ingest.Options{Rights: b.cfg.Rights, Policy: b.cfg.Ingest, Log: b.log,
 		OnResult: func(r *events.Result) { b.metrics.Ingested(string(r.Status)) },
 		OnHealth: func(err error) {
 			b.ingest.set(err)
@@ -164,8 +199,13 @@ func (b *Broker) close(ctx context.Context) error {
 	if b.sub != nil {
 		errs = append(errs, b.sub.Drain())
 	}
-	if b.nc != nil {
-		b.nc.Close()
+	for _, nc := range []*nats.Conn{b.nc, b.ingestNC, b.publishNC} {
+		if nc != nil {
+			nc.Close()
+		}
+	}
+	if b.auth != nil {
+		errs = append(errs, b.auth.SetBrokerURL(""))
 	}
 	if b.srv != nil {
 		errs = append(errs, b.srv.Close(ctx))

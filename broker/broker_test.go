@@ -17,6 +17,7 @@ import (
 
 	"github.com/fieldsync/fieldsync/broker"
 	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/internal/fstest"
 	"github.com/fieldsync/fieldsync/natsjs"
 	"github.com/fieldsync/fieldsync/publish"
 )
@@ -136,8 +137,8 @@ func TestBroker_Open(t *testing.T) {
 		t.Fatal("unconfigured unit has a stream")
 	}
 
-	// Devices reach the broker over TCP at ClientURL.
-	nc, err := nats.Connect(b.ClientURL())
+	// Clients reach the broker over TCP at ClientURL, with credentials.
+	nc, err := nats.Connect(b.ClientURL(), fstest.ToolCreds(t, b.Authority()))
 	if err != nil {
 		t.Fatalf("connect %s: %v", b.ClientURL(), err)
 	}

@@ -14,9 +14,17 @@ import (
 // Config is broker-embed's configuration (YAML). Every key has a working
 // default: an empty file starts a single node on 127.0.0.1:4222.
 type Config struct {
-	// DataDir holds JetStream's files (default ./fieldsync-data).
+	// DataDir holds JetStream's files and, under auth/, the operator and
+	// account keys and the registry of issued users (default
+	// ./fieldsync-data).
 	DataDir string `yaml:"data_dir"`
-	NATS    struct {
+	// Auth is how clients authenticate on the NATS port: "jwt" (the
+	// default) requires user credentials issued from this data dir
+	// (`broker-embed device add`, `integration add`), with the subject
+	// permissions of package natsauth; "none" lets any client connect and
+	// do anything, and is logged as a warning at every start.
+	Auth string `yaml:"auth"`
+	NATS struct {
 		Host string `yaml:"host"` // default 127.0.0.1
 		Port int    `yaml:"port"` // default 4222; -1 picks a free port
 		// SyncInterval: how often JetStream fsyncs (default 5s; the server's
@@ -105,11 +113,23 @@ func (c Config) WithDefaults() Config {
 	if c.HTTPAddr == "" {
 		c.HTTPAddr = "127.0.0.1:8222"
 	}
+	if c.Auth == "" {
+		c.Auth = AuthJWT
+	}
 	return c
 }
 
-// Validate checks the org unit names.
+// The values of [Config.Auth].
+const (
+	AuthJWT  = "jwt"
+	AuthNone = "none"
+)
+
+// Validate checks the auth mode and the org unit names.
 func (c Config) Validate() error {
+	if c.Auth != "" && c.Auth != AuthJWT && c.Auth != AuthNone {
+		return fmt.Errorf("broker: config auth %q: want %q or %q", c.Auth, AuthJWT, AuthNone)
+	}
 	for _, u := range c.OrgUnits {
 		if err := events.ValidToken(u); err != nil {
 			return fmt.Errorf("broker: config org_units: %w", err)
@@ -117,6 +137,10 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// AuthDir is where the operator and account keys and the registry of
+// issued users are kept (see package natsauth).
+func (c Config) AuthDir() string { return filepath.Join(c.DataDir, "auth") }
 
 // JetStreamDir is where the embedded server stores its data.
 func (c Config) JetStreamDir() string { return filepath.Join(c.DataDir, "jetstream") }

@@ -35,6 +35,9 @@ func TestConfig_LoadConfig(t *testing.T) {
 		if cfg.DataDir != "fieldsync-data" || cfg.NATS.Host != "127.0.0.1" || cfg.NATS.Port != 4222 || cfg.HTTPAddr != "127.0.0.1:8222" {
 			t.Fatalf("defaults: %+v", cfg)
 		}
+		if cfg.Auth != broker.AuthJWT || cfg.AuthDir() != filepath.Join("fieldsync-data", "auth") {
+			t.Fatalf("auth by default: %q in %q", cfg.Auth, cfg.AuthDir())
+		}
 		if cfg.JetStreamDir() != filepath.Join("fieldsync-data", "jetstream") {
 			t.Fatalf("jetstream dir %q", cfg.JetStreamDir())
 		}
@@ -130,6 +133,16 @@ func TestConfig_WithDefaults(t *testing.T) {
 	got := c.WithDefaults()
 	if got.NATS.Port != -1 || got.DataDir != "d" || got.HTTPAddr != "127.0.0.1:8222" {
 		t.Fatalf("WithDefaults overrode set keys or missed unset ones: %+v", got)
+	}
+}
+
+func TestConfig_LoadConfig_Auth(t *testing.T) {
+	cfg, err := broker.LoadConfig(writeConfig(t, "auth: none\n"))
+	if err != nil || cfg.Auth != broker.AuthNone {
+		t.Fatalf("auth: none: %q %v", cfg.Auth, err)
+	}
+	if _, err := broker.LoadConfig(writeConfig(t, "auth: off\n")); err == nil || !strings.Contains(err.Error(), "auth") {
+		t.Fatalf("auth: off: %v, want an error naming auth", err)
 	}
 }
 

@@ -100,11 +100,7 @@ func TestBroker_Ingest_DurableDeleted(t *testing.T) {
 	if code, h := getHealth(c, b.HTTPURL()); code != http.StatusOK || h.Status != "ok" {
 		t.Fatalf("healthz after Open: %d %+v", code, h)
 	}
-	dev, err := natsjs.Connect(b.ClientURL(), natsjs.ConnectOptions{Name: "tab1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Close()
+	dev := fstest.MustConnectDevice(t, b.ClientURL(), b.Authority(), "tab1", "north")
 	log, err := b.Client().MutationLog(ctxT(t))
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +123,7 @@ func TestBroker_Ingest_DurableDeleted(t *testing.T) {
 	}
 
 	watch := watchHealth(t, b.HTTPURL())
-	js, err := jetstream.New(dev.Conn())
+	js, err := jetstream.New(b.Client().Conn()) // the operator's view
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/internal/fstest"
-	"github.com/fieldsync/fieldsync/natsjs"
 )
 
 func scrape(t *testing.T, url string) string {
@@ -36,18 +35,14 @@ func TestBroker_Metrics(t *testing.T) {
 	if code, _ := postPublish(t, b, `{"org_unit":"north","channel":"events","kind":"event","record_id":"e1","body":{"x":2},"expected_version":99}`); code != http.StatusConflict {
 		t.Fatalf("stale publish: %d", code)
 	}
-	dev, err := natsjs.Connect(b.ClientURL(), natsjs.ConnectOptions{Name: "tab1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Close()
+	dev := fstest.MustConnectDevice(t, b.ClientURL(), b.Authority(), "tab1", "north")
 	e := fstest.Change(t, "north", events.ChannelEvents, "action", "a1", map[string]any{"y": 1})
 	e.Origin = events.Origin{DeviceID: "tab1", MutationID: "m1"}
 	if _, err := dev.PublishUpload(ctxT(t), e); err != nil {
 		t.Fatal(err)
 	}
 	// A reader of north that has received nothing lags by the 2 messages.
-	js, err := jetstream.New(dev.Conn())
+	js, err := jetstream.New(b.Client().Conn()) // the operator's view
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,16 +3,19 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fieldsync/fieldsync/agent"
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/ingest"
 	"github.com/fieldsync/fieldsync/internal/fstest"
+	"github.com/fieldsync/fieldsync/natsauth"
 	"github.com/fieldsync/fieldsync/natsjs"
 	"github.com/fieldsync/fieldsync/store"
 )
@@ -110,11 +113,21 @@ func TestBroker_KilledMidIngest(t *testing.T) {
 	queueWrites(t, path, writes, 300) // 10 per record: below the 16 versions a stream keeps
 
 	ctx := context.Background()
-	client, err := natsjs.Connect(url, natsjs.ConnectOptions{Name: "device", RetryOnFailedConnect: true})
+	// The broker child made its keys in dir: issue the device's credentials
+	// from them as an operator would, and take the broker's own identity
+	// for the checks.
+	auth, err := natsauth.OpenExisting(filepath.Join(dir, "auth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inbox, _ := events.DeviceInboxPrefix("tab1")
+	client, err := natsjs.Connect(url, natsjs.ConnectOptions{Name: "device", RetryOnFailedConnect: true,
+		Credentials: fstest.MustDeviceCreds(t, auth, "tab1", "north"), InboxPrefix: inbox})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer client.Close()
+	admin := connectAdmin(t, url, auth)
 	db, err := store.Open(ctx, path, store.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -126,7 +139,7 @@ func TestBroker_KilledMidIngest(t *testing.T) {
 		defer close(uploaded)
 		s.Upload(ctx) // fails part-way when the broker dies
 	}()
-	decided := killAfterResults(t, client, brk, writes/10)
+	decided := killAfterResults(t, admin, brk, writes/10)
 	<-uploaded
 	if decided >= writes {
 		t.Fatalf("ingest finished all %d before the kill; the test killed nothing in flight", writes)
@@ -134,7 +147,27 @@ func TestBroker_KilledMidIngest(t *testing.T) {
 	t.Logf("broker killed after %d of %d results", decided, writes)
 	startChild(t, "broker", "ready", env...)
 	settle(t, s, db)
-	requireExactlyOnce(t, &fstest.Broker{Client: client}, writes)
+	requireExactlyOnce(t, &fstest.Broker{Client: admin}, writes)
+}
+
+// connectAdmin connects to url as the broker's own administrator
+// identity, signed with the keys of auth.
+func connectAdmin(t *testing.T, url string, auth *natsauth.Authority) *natsjs.Client {
+	t.Helper()
+	userJWT, seed, err := auth.Component(natsauth.RoleBroker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(url, nats.UserJWTAndSeed(userJWT, seed), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	c, err := natsjs.NewClient(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // killAfterResults SIGKILLs the broker once at least min results exist

@@ -137,6 +137,10 @@ func OrgSubjects(unit string) (string, error) {
 	return subjectRoot + "." + orgToken + "." + unit + ".>", nil
 }
 
+// AllOrgSubjects returns the filter of every org unit's changes (not the
+// tenant-wide ones, see [OrgSubjects]).
+func AllOrgSubjects() string { return subjectRoot + "." + orgToken + ".>" }
+
 // ChannelFilter returns the subject filter of one channel of one unit (the
 // tenant-wide admin subjects for an empty unit).
 func ChannelFilter(unit string, ch Channel) (string, error) {

@@ -28,6 +28,13 @@ type ConnectOptions struct {
 	// OnStateChange, when set, is told of every connect, disconnect and
 	// reconnect.
 	OnStateChange func(connected bool, err error)
+	// Credentials is a NATS credentials file (user JWT and nkey seed, see
+	// `broker-embed device add`); empty connects without credentials.
+	Credentials string
+	// InboxPrefix replaces the default _INBOX for reply subjects: a device
+	// uses [events.DeviceInboxPrefix], the only inboxes its credentials may
+	// read.
+	InboxPrefix string
 }
 
 // Connect dials the broker at url.
@@ -37,6 +44,12 @@ func Connect(url string, o ConnectOptions) (*Client, error) {
 	}
 	opts := []nats.Option{nats.Name(o.Name), nats.Timeout(o.Timeout), nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second), nats.RetryOnFailedConnect(o.RetryOnFailedConnect)}
+	if o.Credentials != "" {
+		opts = append(opts, nats.UserCredentials(o.Credentials))
+	}
+	if o.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(o.InboxPrefix))
+	}
 	if f := o.OnStateChange; f != nil {
 		opts = append(opts,
 			nats.ConnectHandler(func(*nats.Conn) { f(true, nil) }),

@@ -76,7 +76,30 @@ func ResultsCursorSpec(device string, after uint64) (CursorSpec, error) {
 	if err != nil {
 		return CursorSpec{}, err
 	}
-	return CursorSpec{Stream: events.ResultStream, Filter: filter, Durable: "fsres_" + device, After: after}, nil
+	durable, _ := ResultsDurableName(device)
+	return CursorSpec{Stream: events.ResultStream, Filter: filter, Durable: durable, After: after}, nil
+}
+
+// ResultsDurableName returns the name of device's durable on the results
+// stream. Like [DurableName] it is fixed per device, so the broker's
+// permissions can name exactly the consumers a device may use.
+func ResultsDurableName(device string) (string, error) {
+	if err := events.ValidToken(device); err != nil {
+		return "", err
+	}
+	return "fsres_" + device, nil
+}
+
+// IntegrationDurableName returns the durable consumer name an integration
+// (a backend reading changes) uses for one channel of a unit's stream.
+func IntegrationDurableName(name string, ch events.Channel) (string, error) {
+	if err := events.ValidToken(name); err != nil {
+		return "", err
+	}
+	if !ch.Valid() {
+		return "", fmt.Errorf("natsjs: unknown channel %q", ch)
+	}
+	return "fsint_" + name + "_" + string(ch), nil
 }
 
 // Delivery is one message read from a unit stream.

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
@@ -42,9 +43,37 @@ type Config struct {
 	// Logging turns the server's own log on (stderr).
 	Logging bool
 	// Users, when set, require a user name and password (name → password)
-	// from every client connecting over the network. Per-device
-	// credentials with subject permissions come with the auth issue.
+	// from every client connecting over the network (tests of the agent's
+	// authentication errors). Ignored when Operator is set.
 	Users map[string]string
+	// Operator, when set, runs the server in operator mode: every client,
+	// in-process ones included, must present a user JWT signed by one of
+	// the preloaded accounts, with the subject permissions in it.
+	Operator *OperatorAuth
+}
+
+// OperatorAuth is NATS's decentralized authentication (operator → account
+// → user JWTs, see package natsauth, which makes and signs them).
+//
+// The accounts are preloaded into nats-server's memory resolver
+// (MEMORY with resolver_preload, in config file terms). That resolver does
+// not track updates itself, so the server listens on
+// $SYS.REQ.ACCOUNT.<account>.CLAIMS.UPDATE: a system account user
+// publishing a newer account JWT there (new revocations, limits) changes
+// the running server at once, and users the account JWT now revokes are
+// disconnected. Users themselves need no server state: any user JWT the
+// account key signed is accepted, so issuing one needs no update at all.
+// The caller keeps the authoritative account JWTs (package natsauth keeps
+// them in the data dir) and preloads them again at every start, which is
+// why the full `nats` resolver, with a JWT store of its own, is not used.
+type OperatorAuth struct {
+	// OperatorJWT is the trusted operator's JWT.
+	OperatorJWT string
+	// SystemAccount is the public key of the system account.
+	SystemAccount string
+	// Accounts maps account public keys to their JWTs (the system
+	// account's included).
+	Accounts map[string]string
 }
 
 // Server is a running embedded nats-server.
@@ -70,8 +99,14 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		NoSigs:             true,
 		JetStreamLimits:    server.JSLimitOpts{DefaultMaxConsumers: cfg.DefaultMaxConsumers},
 	}
-	for name, pass := range cfg.Users {
-		opts.Users = append(opts.Users, &server.User{Username: name, Password: pass})
+	if cfg.Operator != nil {
+		if err := operatorMode(opts, cfg.Operator); err != nil {
+			return nil, err
+		}
+	} else {
+		for name, pass := range cfg.Users {
+			opts.Users = append(opts.Users, &server.User{Username: name, Password: pass})
+		}
 	}
 	if opts.Host == "" {
 		opts.Host = "127.0.0.1"
@@ -102,6 +137,25 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("natsserver: not ready for connections within %s", wait)
 	}
 	return &Server{ns: ns}, nil
+}
+
+// operatorMode sets opts up for decentralized auth with a memory resolver
+// holding a's accounts (see [OperatorAuth]).
+func operatorMode(opts *server.Options, a *OperatorAuth) error {
+	op, err := jwt.DecodeOperatorClaims(a.OperatorJWT)
+	if err != nil {
+		return fmt.Errorf("natsserver: operator JWT: %w", err)
+	}
+	res := &server.MemAccResolver{}
+	for pub, j := range a.Accounts {
+		if err := res.Store(pub, j); err != nil {
+			return fmt.Errorf("natsserver: preload account %s: %w", pub, err)
+		}
+	}
+	opts.TrustedOperators = []*jwt.OperatorClaims{op}
+	opts.SystemAccount = a.SystemAccount
+	opts.AccountResolver = res
+	return nil
 }
 
 // ClientURL is the URL devices and other processes connect to.

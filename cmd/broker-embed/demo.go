@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"github.com/fieldsync/fieldsync/broker"
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/localapi"
+	"github.com/fieldsync/fieldsync/natsauth"
 	"github.com/fieldsync/fieldsync/natsjs"
 	"github.com/fieldsync/fieldsync/seed"
 )
@@ -69,7 +71,11 @@ func runDemo(ctx context.Context, out io.Writer, o demoOpts) error {
 	if err := publishDemo(ctx, out, b.Client(), units); err != nil {
 		return err
 	}
-	acfg := agent.Config{DeviceID: "demo-tablet", User: "alice", OrgUnits: units, BrokerURL: b.ClientURL(),
+	creds, err := demoCreds(ctx, b, filepath.Join(o.dataDir, "demo-tablet.creds"), "demo-tablet", units)
+	if err != nil {
+		return err
+	}
+	acfg := agent.Config{DeviceID: "demo-tablet", User: "alice", OrgUnits: units, BrokerURL: b.ClientURL(), Credentials: creds,
 		DataDir: filepath.Join(o.dataDir, "device"), APIAddr: o.apiAddr, SyncInterval: 10 * time.Second}
 	a, err := agent.Open(ctx, acfg, log)
 	if err != nil {
@@ -91,6 +97,29 @@ func runDemo(ctx context.Context, out io.Writer, o demoOpts) error {
 	err = g.Wait()
 	fmt.Fprintln(out, "demo stopped")
 	return err
+}
+
+// demoCreds returns the credentials file of the demo's device at path,
+// issuing them as `broker-embed device add` would when the file is not
+// there yet (a demo kept with --data-dir reuses its device's).
+func demoCreds(ctx context.Context, b *broker.Broker, path, device string, units []string) (string, error) {
+	a := b.Authority()
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	creds, _, err := a.AddDevice(device, units)
+	if errors.Is(err, natsauth.ErrExists) { // its file was removed: new credentials
+		if _, err = a.Revoke(natsauth.KindDevice, device); err == nil {
+			err = a.PushAccount(ctx, b.ClientURL())
+		}
+		if err == nil {
+			creds, _, err = a.AddDevice(device, units)
+		}
+	}
+	if err != nil {
+		return "", err
+	}
+	return path, natsauth.WriteCreds(path, creds)
 }
 
 func publishDemo(ctx context.Context, out io.Writer, c *natsjs.Client, units []string) error {

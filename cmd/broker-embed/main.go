@@ -1,7 +1,8 @@
 // Command broker-embed is fieldsync's server side: an embedded
 // NATS/JetStream broker with the org unit streams, the publish API and the
 // health endpoint (`run`), a one-command demo (`demo`), synthetic data
-// (`seed`) and a command-line publisher (`publish`).
+// (`seed`), a command-line publisher (`publish`) and the credentials of
+// devices and integrations (`device`, `integration`).
 package main
 
 import (
@@ -12,6 +13,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/fieldsync/fieldsync/natsauth"
 )
 
 func main() {
@@ -30,6 +33,8 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRunCmd(), newDemoCmd(), newSeedCmd(), newPublishCmd())
+	root.AddCommand(newRunCmd(), newDemoCmd(), newSeedCmd(), newPublishCmd(),
+		newUsersCmd(natsauth.KindDevice, "Device credentials: add, revoke, list"),
+		newUsersCmd(natsauth.KindIntegration, "Integration (backend) credentials: add, revoke, list"))
 	return root
 }

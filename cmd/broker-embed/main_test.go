@@ -39,6 +39,10 @@ func startBroker(t *testing.T) *broker.Broker {
 	return b
 }
 
+// dataDir is the data dir of b, whose keys seed and publish sign their
+// tool identity with.
+func dataDir(b *broker.Broker) string { return filepath.Dir(b.Authority().Dir()) }
+
 func run(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -65,7 +69,7 @@ var publishedRe = regexp.MustCompile(`^published (\S+) to (\S+): version (\d+)( 
 
 func TestPublishCmd_Run(t *testing.T) {
 	b := startBroker(t)
-	out, err := run(t, "publish", "--url", b.ClientURL(), "--org", "north", "--channel", "events", "--kind", "event",
+	out, err := run(t, "publish", "--url", b.ClientURL(), "--data-dir", dataDir(b), "--org", "north", "--channel", "events", "--kind", "event",
 		"--id", "r1", "--body", `{"title":"Pump check","n":3,"ratio":0.5}`)
 	if err != nil {
 		t.Fatalf("publish: %v\n%s", err, out)
@@ -109,26 +113,26 @@ func TestPublishCmd_Run(t *testing.T) {
 	}
 
 	// Same event id again: a duplicate at the same version.
-	out, err = run(t, "publish", "--url", b.ClientURL(), "--org", "north", "--channel", "events", "--kind", "event",
+	out, err = run(t, "publish", "--url", b.ClientURL(), "--data-dir", dataDir(b), "--org", "north", "--channel", "events", "--kind", "event",
 		"--id", "r1", "--event-id", m[1], "--body", `{"title":"Pump check","n":3,"ratio":0.5}`)
 	if d := publishedRe.FindStringSubmatch(out); err != nil || d == nil || d[3] != m[3] || d[4] == "" {
 		t.Fatalf("duplicate publish: %v %q", err, out)
 	}
 
 	// Delete at the current version, then a stale expected version fails.
-	out, err = run(t, "publish", "--url", b.ClientURL(), "--org", "north", "--channel", "events", "--kind", "event",
+	out, err = run(t, "publish", "--url", b.ClientURL(), "--data-dir", dataDir(b), "--org", "north", "--channel", "events", "--kind", "event",
 		"--id", "r1", "--op", "delete", "--expected-version", m[3])
 	if err != nil || publishedRe.FindStringSubmatch(out) == nil {
 		t.Fatalf("delete at version %s: %v %q", m[3], err, out)
 	}
-	_, err = run(t, "publish", "--url", b.ClientURL(), "--org", "north", "--channel", "events", "--kind", "event",
+	_, err = run(t, "publish", "--url", b.ClientURL(), "--data-dir", dataDir(b), "--org", "north", "--channel", "events", "--kind", "event",
 		"--id", "r1", "--body", `{"title":"late"}`, "--expected-version", m[3])
 	if err == nil || !strings.Contains(err.Error(), "conflict") {
 		t.Fatalf("stale expected version: %v, want a conflict", err)
 	}
 
 	// Tenant-wide admin data (no --org).
-	out, err = run(t, "publish", "--url", b.ClientURL(), "--channel", "admin", "--kind", "setting", "--id", "s1", "--body", `{"value":"30m"}`)
+	out, err = run(t, "publish", "--url", b.ClientURL(), "--data-dir", dataDir(b), "--channel", "admin", "--kind", "setting", "--id", "s1", "--body", `{"value":"30m"}`)
 	if m := publishedRe.FindStringSubmatch(out); err != nil || m == nil || m[2] != events.TenantStream {
 		t.Fatalf("tenant-wide publish: %v %q", err, out)
 	}
@@ -139,7 +143,7 @@ func TestPublishCmd_Run(t *testing.T) {
 
 func TestPublishCmd_Errors(t *testing.T) {
 	b := startBroker(t)
-	base := []string{"publish", "--url", b.ClientURL(), "--org", "north", "--channel", "events", "--kind", "event", "--id", "r1"}
+	base := []string{"publish", "--url", b.ClientURL(), "--data-dir", dataDir(b), "--org", "north", "--channel", "events", "--kind", "event", "--id", "r1"}
 	for _, body := range []string{`{"title":`, `not json`, `[1,2]`, `"text"`} {
 		if out, err := run(t, append(base, "--body", body)...); err == nil || !strings.Contains(err.Error(), "--body") {
 			t.Errorf("--body %s: %v %q, want a --body error", body, err, out)
@@ -148,10 +152,10 @@ func TestPublishCmd_Errors(t *testing.T) {
 	if _, err := run(t, append(base, "--id", "a.b", "--body", `{"t":1}`)...); err == nil || !strings.Contains(err.Error(), "invalid") {
 		t.Errorf("dotted id: %v, want invalid", err)
 	}
-	if _, err := run(t, "publish", "--url", b.ClientURL(), "--org", "east", "--channel", "events", "--kind", "event", "--id", "r1", "--body", `{"t":1}`); err == nil || !strings.Contains(err.Error(), "unknown_unit") {
+	if _, err := run(t, "publish", "--url", b.ClientURL(), "--data-dir", dataDir(b), "--org", "east", "--channel", "events", "--kind", "event", "--id", "r1", "--body", `{"t":1}`); err == nil || !strings.Contains(err.Error(), "unknown_unit") {
 		t.Errorf("unknown unit: %v, want unknown_unit", err)
 	}
-	if _, err := run(t, "publish", "--url", b.ClientURL(), "--org", "north", "--kind", "event", "--id", "r1"); err == nil || !strings.Contains(err.Error(), "channel") {
+	if _, err := run(t, "publish", "--url", b.ClientURL(), "--data-dir", dataDir(b), "--org", "north", "--kind", "event", "--id", "r1"); err == nil || !strings.Contains(err.Error(), "channel") {
 		t.Errorf("missing --channel: %v", err)
 	}
 	if _, err := run(t, append(base[:1], "--url", "nats://127.0.0.1:1", "--channel", "events", "--kind", "event", "--id", "r1", "--body", `{"t":1}`)...); err == nil {
@@ -164,7 +168,7 @@ func TestPublishCmd_Errors(t *testing.T) {
 
 func TestSeedCmd_Run(t *testing.T) {
 	b := startBroker(t)
-	out, err := run(t, "seed", "--org", "north", "--events", "50", "--admin", "5", "--documents", "10", "--url", b.ClientURL())
+	out, err := run(t, "seed", "--org", "north", "--events", "50", "--admin", "5", "--documents", "10", "--url", b.ClientURL(), "--data-dir", dataDir(b))
 	if err != nil {
 		t.Fatalf("seed: %v\n%s", err, out)
 	}
@@ -182,7 +186,7 @@ func TestSeedCmd_Run(t *testing.T) {
 		t.Fatalf("south got %d messages", n)
 	}
 	// Same seed again: the event ids repeat and the broker deduplicates them.
-	if _, err := run(t, "seed", "--org", "north", "--events", "50", "--admin", "5", "--documents", "10", "--url", b.ClientURL()); err != nil {
+	if _, err := run(t, "seed", "--org", "north", "--events", "50", "--admin", "5", "--documents", "10", "--url", b.ClientURL(), "--data-dir", dataDir(b)); err != nil {
 		t.Fatal(err)
 	}
 	if n := unitMsgs(t, b, "north"); n != 65 {
@@ -192,13 +196,13 @@ func TestSeedCmd_Run(t *testing.T) {
 
 func TestSeedCmd_Errors(t *testing.T) {
 	b := startBroker(t)
-	if _, err := run(t, "seed", "--events", "1", "--url", b.ClientURL()); err == nil || !strings.Contains(err.Error(), "org") {
+	if _, err := run(t, "seed", "--events", "1", "--url", b.ClientURL(), "--data-dir", dataDir(b)); err == nil || !strings.Contains(err.Error(), "org") {
 		t.Errorf("seed without --org: %v", err)
 	}
-	if _, err := run(t, "seed", "--org", "a.b", "--events", "1", "--url", b.ClientURL()); err == nil {
+	if _, err := run(t, "seed", "--org", "a.b", "--events", "1", "--url", b.ClientURL(), "--data-dir", dataDir(b)); err == nil {
 		t.Error("seed --org a.b: no error")
 	}
-	if _, err := run(t, "seed", "--org", "east", "--events", "3", "--url", b.ClientURL()); err == nil {
+	if _, err := run(t, "seed", "--org", "east", "--events", "3", "--url", b.ClientURL(), "--data-dir", dataDir(b)); err == nil {
 		t.Error("seed into a unit without a stream: no error")
 	}
 }
@@ -215,7 +219,7 @@ func TestRunCmd_BadConfig(t *testing.T) {
 
 func TestPublishCmd_BigInteger(t *testing.T) {
 	b := startBroker(t)
-	if out, err := run(t, "publish", "--url", b.ClientURL(), "--org", "north", "--channel", "events", "--kind", "event",
+	if out, err := run(t, "publish", "--url", b.ClientURL(), "--data-dir", dataDir(b), "--org", "north", "--channel", "events", "--kind", "event",
 		"--id", "big", "--body", `{"n":9007199254740993}`); err != nil {
 		t.Fatalf("publish: %v %q", err, out)
 	}

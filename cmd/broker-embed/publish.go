@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 
-	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
 	"github.com/fieldsync/fieldsync/publish"
@@ -13,6 +12,7 @@ func newPublishCmd() *cobra.Command {
 	var r publish.Request
 	var body, url string
 	var expected int64
+	var auth toolAuth
 	cmd := &cobra.Command{
 		Use:   "publish --org U --channel C --kind K --id ID [--op upsert|delete] [--body JSON]",
 		Short: "Append one server-side change through the publish API",
@@ -28,9 +28,9 @@ func newPublishCmd() *cobra.Command {
 				v := uint64(expected)
 				r.ExpectedVersion = &v
 			}
-			nc, err := nats.Connect(url, nats.Name("fieldsync-publish-cli"))
+			nc, err := auth.connect(url, "fieldsync-publish-cli")
 			if err != nil {
-				return fmt.Errorf("connect %s: %w", url, err)
+				return err
 			}
 			defer nc.Close()
 			resp, err := publish.NewClient(nc).Publish(cmd.Context(), r)
@@ -52,6 +52,7 @@ func newPublishCmd() *cobra.Command {
 	f.StringVar(&body, "body", "", "record body as a JSON object")
 	f.Int64Var(&expected, "expected-version", -1, "fail unless the record is at this version (0: must not exist)")
 	f.StringVar(&url, "url", "nats://127.0.0.1:4222", "broker NATS URL")
+	auth.register(cmd)
 	for _, req := range []string{"channel", "kind", "id"} {
 		cmd.MarkFlagRequired(req)
 	}

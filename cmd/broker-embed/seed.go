@@ -13,6 +13,7 @@ import (
 func newSeedCmd() *cobra.Command {
 	var spec seed.Spec
 	var url string
+	var auth toolAuth
 	cmd := &cobra.Command{
 		Use:   "seed --org U --events N --admin N --documents N",
 		Short: "Publish synthetic records to a running broker",
@@ -21,11 +22,15 @@ func newSeedCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := natsjs.Connect(url, natsjs.ConnectOptions{Name: "fieldsync-seed"})
+			nc, err := auth.connect(url, "fieldsync-seed")
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer nc.Close()
+			c, err := natsjs.NewClient(nc)
+			if err != nil {
+				return err
+			}
 			start := time.Now()
 			n, err := c.Publisher().PublishAll(cmd.Context(), gen.Next, 4000)
 			el := time.Since(start)
@@ -41,6 +46,7 @@ func newSeedCmd() *cobra.Command {
 	f.IntVar(&spec.BodySize, "body-size", 300, "approximate body size in bytes")
 	f.Int64Var(&spec.Seed, "seed", 1, "random seed (same seed, same records)")
 	f.StringVar(&url, "url", "nats://127.0.0.1:4222", "broker NATS URL")
+	auth.register(cmd)
 	cmd.MarkFlagRequired("org")
 	return cmd
 }

@@ -1,0 +1,43 @@
+package broker
+
+import (
+	"github.com/nats-io/nats.go"
+
+	"github.com/fieldsync/fieldsync/natsauth"
+	"github.com/fieldsync/fieldsync/natsserver"
+)
+
+// openAuth opens (on first start: creates) the authority in the data dir
+// and returns the server's operator mode settings, or nil with a warning
+// when the config says auth: none.
+func (b *Broker) openAuth() (*natsserver.OperatorAuth, error) {
+	if b.cfg.Auth == AuthNone {
+		b.log.Warn("NATS port WITHOUT AUTHENTICATION (config auth: none): any client that reaches it can read, write and delete every stream",
+			"nats_host", b.cfg.NATS.Host, "nats_port", b.cfg.NATS.Port)
+		return nil, nil
+	}
+	a, err := natsauth.Open(b.cfg.AuthDir())
+	if err != nil {
+		return nil, err
+	}
+	b.auth = a
+	return &natsserver.OperatorAuth{OperatorJWT: a.OperatorJWT(), SystemAccount: a.SystemAccount(), Accounts: a.Accounts()}, nil
+}
+
+// connect opens an in-process connection for the component role, with
+// that role's credentials when authentication is on.
+func (b *Broker) connect(role natsauth.Role) (*nats.Conn, error) {
+	name := "fieldsync-" + string(role)
+	if b.auth == nil {
+		return b.srv.Connect(name)
+	}
+	userJWT, seed, err := b.auth.Component(role)
+	if err != nil {
+		return nil, err
+	}
+	return b.srv.Connect(name, nats.UserJWTAndSeed(userJWT, seed))
+}
+
+// Authority is the broker's operator side (keys, issued users), nil when
+// the config says auth: none.
+func (b *Broker) Authority() *natsauth.Authority { return b.auth }

@@ -1,0 +1,173 @@
+package natsauth
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+
+	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/natsjs"
+)
+
+// JetStream API subjects (nats-server's wire protocol; the stream and
+// consumer names are fieldsync's, see package events and natsjs).
+const (
+	jsAPI            = "$JS.API."
+	jsStreamInfo     = jsAPI + "STREAM.INFO."     // .<stream>
+	jsDirectGet      = jsAPI + "DIRECT.GET."      // .<stream>.<subject>: last message of a subject
+	jsConsumerCreate = jsAPI + "CONSUMER.CREATE." // .<stream>.<consumer>.<filter>
+	jsConsumerInfo   = jsAPI + "CONSUMER.INFO."   // .<stream>.<consumer>
+	jsConsumerDelete = jsAPI + "CONSUMER.DELETE." // .<stream>.<consumer>
+	jsConsumerNext   = jsAPI + "CONSUMER.MSG.NEXT."
+)
+
+// DevicePermissions returns what device, carrying units, may do on the
+// broker (the README's permission table):
+//
+//   - create, read, delete and pull from its own consumers only (their
+//     names are fixed per device: [natsjs.DurableName],
+//     [natsjs.ResultsDurableName]) on the streams of its units and
+//     FS_TENANT, and on FS_RESULTS filtered to its own results;
+//   - read those streams' info and the last message of a subject in them
+//     (on FS_RESULTS only of its own result subjects);
+//   - publish its uploads (fs.up.<device>.>) and the version check;
+//   - receive its results (fs.res.<device>.>) and the replies sent to its
+//     own inbox prefix ([events.DeviceInboxPrefix]).
+//
+// Everything else is denied: stream create, update, purge and delete,
+// other consumers (listing them too), other devices' uploads and results,
+// publishing on fs.org., fs.tenant., fs.res. or the publish API.
+func DevicePermissions(device string, units []string) (jwt.Permissions, error) {
+	inbox, err := events.DeviceInboxPrefix(device)
+	if err != nil {
+		return jwt.Permissions{}, err
+	}
+	upload, _ := events.DeviceUploadSubjects(device)
+	results, _ := events.DeviceResultSubjects(device)
+	pub, err := readerSubjects(units, func(ch events.Channel) (string, error) { return natsjs.DurableName(device, ch) })
+	if err != nil {
+		return jwt.Permissions{}, err
+	}
+	resDurable, _ := natsjs.ResultsDurableName(device)
+	rs := events.ResultStream
+	pub = append(pub,
+		jsStreamInfo+rs,
+		jsDirectGet+rs+"."+results,
+		jsConsumerCreate+rs+"."+resDurable+"."+results,
+		jsConsumerInfo+rs+"."+resDurable,
+		jsConsumerDelete+rs+"."+resDurable,
+		jsConsumerNext+rs+"."+resDurable,
+		upload, events.HelloSubject)
+	return jwt.Permissions{
+		Pub: jwt.Permission{Allow: pub},
+		Sub: jwt.Permission{Allow: []string{inbox + ".>", results}},
+	}, nil
+}
+
+// IntegrationPermissions returns what the integration (a backend reading
+// changes) named name may do: read its units' streams and FS_TENANT
+// through its own consumers ([natsjs.IntegrationDurableName]) and receive
+// replies on its own inbox prefix ([events.IntegrationInboxPrefix]).
+// It publishes nothing but those JetStream API requests.
+func IntegrationPermissions(name string, units []string) (jwt.Permissions, error) {
+	inbox, err := events.IntegrationInboxPrefix(name)
+	if err != nil {
+		return jwt.Permissions{}, err
+	}
+	pub, err := readerSubjects(units, func(ch events.Channel) (string, error) { return natsjs.IntegrationDurableName(name, ch) })
+	if err != nil {
+		return jwt.Permissions{}, err
+	}
+	return jwt.Permissions{
+		Pub: jwt.Permission{Allow: pub},
+		Sub: jwt.Permission{Allow: []string{inbox + ".>"}},
+	}, nil
+}
+
+// readerSubjects returns the JetStream API subjects of a reader of units'
+// streams and FS_TENANT whose consumer of channel ch is named durable(ch):
+// stream info, last message of a subject, and create (with a filter),
+// info, delete and pull of those consumers only.
+func readerSubjects(units []string, durable func(events.Channel) (string, error)) ([]string, error) {
+	var out []string
+	for _, unit := range append([]string{""}, units...) {
+		stream, err := events.OrgStream(unit)
+		if err != nil {
+			return nil, fmt.Errorf("natsauth: org unit: %w", err)
+		}
+		out = append(out, jsStreamInfo+stream, jsDirectGet+stream+".>")
+		for _, ch := range events.Channels {
+			if unit == "" && ch != events.ChannelAdmin {
+				continue // tenant-wide data is admin only
+			}
+			name, err := durable(ch)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out,
+				jsConsumerCreate+stream+"."+name+".>",
+				jsConsumerInfo+stream+"."+name,
+				jsConsumerDelete+stream+"."+name,
+				jsConsumerNext+stream+"."+name)
+		}
+	}
+	return out, nil
+}
+
+// Role is one of the broker's own components; each connects with its own
+// user ([Authority.Component]).
+type Role string
+
+// The components.
+const (
+	// RoleBroker provisions streams and serves metrics and the version
+	// check: the account's administrator.
+	RoleBroker Role = "broker"
+	// RoleIngest applies device uploads: reads FS_UPLOADS, writes the org
+	// unit streams, results and dead letters. The only identity that
+	// publishes results.
+	RoleIngest Role = "ingest"
+	// RolePublish serves the publish API and appends to the org streams.
+	RolePublish Role = "publish"
+	// RoleTool is the operator's command-line tools (seed, publish) and the
+	// demo: they append to the org streams and call the publish API.
+	RoleTool Role = "tool"
+)
+
+// streamAdmin are the JetStream requests that change streams.
+var streamAdmin = []string{jsAPI + "STREAM.CREATE.>", jsAPI + "STREAM.UPDATE.>", jsAPI + "STREAM.DELETE.>",
+	jsAPI + "STREAM.PURGE.>", jsAPI + "STREAM.MSG.DELETE.>", jsAPI + "STREAM.RESTORE.>"}
+
+// componentPermissions returns role's permissions. Components use the
+// default _INBOX prefix; only devices and integrations are held to their
+// own.
+func componentPermissions(role Role) (jwt.Permissions, error) {
+	tenant, _ := events.OrgSubjects("")
+	changes := []string{events.AllOrgSubjects(), tenant}
+	reply := &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
+	switch role {
+	case RoleBroker:
+		return jwt.Permissions{Pub: jwt.Permission{Allow: []string{">"}}, Sub: jwt.Permission{Allow: []string{">"}}}, nil
+	case RoleIngest:
+		return jwt.Permissions{
+			Pub: jwt.Permission{Allow: slices.Concat(changes, []string{jsAPI + ">", "$JS.ACK." + events.UploadStream + ".>",
+				events.ResultSubjects(), events.DeadLetterSubjects()}), Deny: streamAdmin},
+			Sub: jwt.Permission{Allow: []string{"_INBOX.>"}},
+		}, nil
+	case RolePublish:
+		return jwt.Permissions{
+			Pub: jwt.Permission{Allow: slices.Concat(changes, []string{jsStreamInfo + "*", jsDirectGet + ">", jsAPI + "STREAM.MSG.GET.*"})},
+			Sub: jwt.Permission{Allow: []string{"_INBOX.>", events.PublishSubject}},
+			// Answering publish API requests.
+			Resp: reply,
+		}, nil
+	case RoleTool:
+		return jwt.Permissions{
+			Pub: jwt.Permission{Allow: slices.Concat(changes, []string{events.PublishSubject, jsStreamInfo + "*", jsDirectGet + ">"})},
+			Sub: jwt.Permission{Allow: []string{"_INBOX.>"}},
+		}, nil
+	}
+	return jwt.Permissions{}, fmt.Errorf("natsauth: unknown role %q", role)
+}
