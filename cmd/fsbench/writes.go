@@ -20,6 +20,7 @@ import (
 
 	"github.com/fieldsync/fieldsync/broker"
 	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/natsauth"
 )
 
 type writesOpts struct {
@@ -93,7 +94,7 @@ func userPath(ctx context.Context, dir string, o writesOpts) (writesResult, erro
 		return res, err
 	}
 	defer b.Close(context.Background())
-	procs, err := startAgents(ctx, b.ClientURL(), dir, o.devices)
+	procs, err := startAgents(ctx, b, dir, o.devices)
 	defer func() {
 		for _, p := range procs {
 			p.stop()
@@ -149,7 +150,7 @@ func userPath(ctx context.Context, dir string, o writesOpts) (writesResult, erro
 		res.reads += obs[i].reads
 		res.missed += obs[i].missed
 	}
-	res.applied, err = streamEventCounts(ctx, b.ClientURL())
+	res.applied, err = streamEventCounts(ctx, b.Client().Conn())
 	return res, err
 }
 
@@ -161,13 +162,26 @@ func undecided(obs []*observer) int {
 	return n
 }
 
-// startAgents starts n agent processes and waits for their initial sync.
-func startAgents(ctx context.Context, url, dir string, n int) ([]*agentProc, error) {
+// startAgents issues n devices their credentials, as `broker-embed device
+// add` does, starts an agent process for each and waits for their initial
+// sync.
+func startAgents(ctx context.Context, b *broker.Broker, dir string, n int) ([]*agentProc, error) {
 	procs := make([]*agentProc, n)
+	creds := make([]string, n)
+	for i := range procs {
+		c, _, err := b.Authority().AddDevice(fmt.Sprintf("dev%02d", i), []string{benchUnit})
+		if err != nil {
+			return nil, err
+		}
+		creds[i] = filepath.Join(dir, fmt.Sprintf("dev%02d.creds", i))
+		if err := natsauth.WriteCreds(creds[i], c); err != nil {
+			return nil, err
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	for i := range procs {
 		g.Go(func() error {
-			p, err := startAgentProc(gctx, url, dir, fmt.Sprintf("dev%02d", i))
+			p, err := startAgentProc(gctx, b.ClientURL(), creds[i], dir, fmt.Sprintf("dev%02d", i))
 			if err != nil {
 				return err
 			}
@@ -185,14 +199,9 @@ func startAgents(ctx context.Context, url, dir string, n int) ([]*agentProc, err
 	return started, err
 }
 
-// streamEventCounts reads the org unit stream from the start over a TCP
-// connection and counts each event id.
-func streamEventCounts(ctx context.Context, url string) (map[string]int, error) {
-	nc, err := nats.Connect(url, nats.Name("fsbench-check"))
-	if err != nil {
-		return nil, err
-	}
-	defer nc.Close()
+// streamEventCounts reads the org unit stream from the start over the
+// broker's own connection (the server's view) and counts each event id.
+func streamEventCounts(ctx context.Context, nc *nats.Conn) (map[string]int, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err

@@ -25,13 +25,14 @@ import (
 // device-agent runs it. It prints {"addr": ...} once the API listens and
 // runs until interrupted.
 func newWriteAgentCmd() *cobra.Command {
-	var url, dir, device, unit string
+	var url, creds, dir, device, unit string
 	cmd := &cobra.Command{
 		Use:    "write-agent",
 		Hidden: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-			cfg := agent.Config{DeviceID: device, OrgUnits: []string{unit}, BrokerURL: url, DataDir: dir, APIAddr: "127.0.0.1:0"}.WithDefaults()
+			cfg := agent.Config{DeviceID: device, OrgUnits: []string{unit}, BrokerURL: url, Credentials: creds, DataDir: dir,
+				APIAddr: "127.0.0.1:0"}.WithDefaults()
 			a, err := agent.Open(cmd.Context(), cfg, log)
 			if err != nil {
 				return err
@@ -54,6 +55,7 @@ func newWriteAgentCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&url, "broker", "", "")
+	cmd.Flags().StringVar(&creds, "creds", "", "")
 	cmd.Flags().StringVar(&dir, "dir", "", "")
 	cmd.Flags().StringVar(&device, "device", "", "")
 	cmd.Flags().StringVar(&unit, "unit", "", "")
@@ -70,13 +72,13 @@ type agentProc struct {
 
 // startAgentProc starts a write-agent process for device and waits for its
 // API to answer.
-func startAgentProc(ctx context.Context, url, dir, device string) (*agentProc, error) {
+func startAgentProc(ctx context.Context, url, creds, dir, device string) (*agentProc, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	dataDir := filepath.Join(dir, device)
-	cmd := exec.Command(self, "write-agent", "--broker", url, "--dir", dataDir, "--device", device, "--unit", benchUnit)
+	cmd := exec.Command(self, "write-agent", "--broker", url, "--creds", creds, "--dir", dataDir, "--device", device, "--unit", benchUnit)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
