@@ -19,6 +19,7 @@ var ErrClosed = errors.New("store: closed")
 type DB struct {
 	path    string
 	writer  *sql.DB
+	commit  *committer // runs write transactions on writer (see [DB.tx])
 	reader  *sql.DB
 	changes changes
 	// unreadable: records listings skipped (see [DB.UnreadableRecords]).
@@ -56,19 +57,19 @@ func Open(ctx context.Context, path string, o Options) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	w, err := openPool(dsn(path, "immediate", fmt.Sprintf("cache_size(-%d)", o.CacheMiB<<10), "temp_store(MEMORY)"))
+	w, err := openPool(dsn(path, "immediate", fmt.Sprintf("cache_size(-%d)", o.CacheMiB<<10), "temp_store(MEMORY)"), true)
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	w.SetMaxOpenConns(1)
 	w.SetConnMaxIdleTime(0)
-	db := &DB{path: path, writer: w, unreadable: unreadable{log: o.Log}}
+	db := &DB{path: path, writer: w, commit: newCommitter(), unreadable: unreadable{log: o.Log}}
 	db.changes.onCommit = o.OnCommit
 	if err := db.migrate(ctx); err != nil {
 		w.Close()
 		return nil, err
 	}
-	r, err := openPool(dsn(path, "deferred", "query_only(1)", "cache_size(-32768)", "mmap_size(1073741824)"))
+	r, err := openPool(dsn(path, "deferred", "query_only(1)", "cache_size(-32768)", "mmap_size(1073741824)"), false)
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("store: open readers %s: %w", path, err)
@@ -107,19 +108,3 @@ func (db *DB) Close() error {
 	return errors.Join(errs...)
 }
 
-// tx runs fn in one write transaction.
-func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := db.writer.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("store: begin: %w", err)
-	}
-	if err := fn(tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("store: commit: %w", err)
-	}
-	db.committed()
-	return nil
-}

@@ -122,7 +122,7 @@ func (db *DB) mergeChunk(ctx context.Context, chunk int) (int, error) {
 	n := 0
 
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		// A writer that starts waiting from now on makes the chunk yield.
+		// A write that starts waiting from now on makes the chunk yield.
 		waits := db.writer.Stats().WaitCount
 		g, err := readGens(ctx, tx)
 		if err != nil {
@@ -139,7 +139,7 @@ func (db *DB) mergeChunk(ctx context.Context, chunk int) (int, error) {
 					return err
 				}
 				n++
-				if db.writer.Stats().WaitCount != waits {
+				if db.commit.waiting() || db.writer.Stats().WaitCount != waits {
 					return nil
 				}
 			}

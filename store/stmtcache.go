@@ -22,23 +22,32 @@ const maxCachedStmts = 256
 // CPU under a steady write load, before this cache); the driver
 // ([modernc.org/sqlite]) keeps a compiled statement only inside a
 // [driver.Stmt], and database/sql prepares a new one for every query.
-func openPool(dsn string) (*sql.DB, error) {
+//
+// With shield, a statement runs to its end even if its context ends
+// meanwhile (a context that ended before still stops it from starting):
+// the writer's group transactions hold several callers' work, and SQLite
+// rolls a whole transaction back when a write statement in it is
+// interrupted.
+func openPool(dsn string, shield bool) (*sql.DB, error) {
 	c, err := sqlite.NewConnector(dsn)
 	if err != nil {
 		return nil, err
 	}
-	return sql.OpenDB(cachingConnector{c}), nil
+	return sql.OpenDB(cachingConnector{Connector: c, shield: shield}), nil
 }
 
 // cachingConnector wraps the driver's connections in [cachingConn].
-type cachingConnector struct{ driver.Connector }
+type cachingConnector struct {
+	driver.Connector
+	shield bool
+}
 
 func (c cachingConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	conn, err := c.Connector.Connect(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return &cachingConn{conn: conn, stmts: map[string]*cachedStmt{}}, nil
+	return &cachingConn{conn: conn, stmts: map[string]*cachedStmt{}, shield: c.shield}, nil
 }
 
 // cachingConn is a driver connection whose ExecContext and QueryContext
@@ -46,8 +55,17 @@ func (c cachingConnector) Connect(ctx context.Context) (driver.Conn, error) {
 // a statement per query text. A statement whose rows are still open is
 // busy: a second use meanwhile gets a statement of its own.
 type cachingConn struct {
-	conn  driver.Conn
-	stmts map[string]*cachedStmt
+	conn   driver.Conn
+	stmts  map[string]*cachedStmt
+	shield bool // see openPool
+}
+
+// stmtCtx is the context a statement runs under.
+func (c *cachingConn) stmtCtx(ctx context.Context) context.Context {
+	if c.shield {
+		return context.WithoutCancel(ctx)
+	}
+	return ctx
 }
 
 type cachedStmt struct {
@@ -85,6 +103,10 @@ func (c *cachingConn) stmt(ctx context.Context, query string) (s *cachedStmt, tr
 }
 
 func (c *cachingConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ctx = c.stmtCtx(ctx)
 	s, transient, err := c.stmt(ctx, query)
 	if err != nil {
 		return nil, err
@@ -96,6 +118,10 @@ func (c *cachingConn) ExecContext(ctx context.Context, query string, args []driv
 }
 
 func (c *cachingConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ctx = c.stmtCtx(ctx)
 	s, transient, err := c.stmt(ctx, query)
 	if err != nil {
 		return nil, err

@@ -15,7 +15,7 @@ import (
 // a schema change under a cached statement, still run correctly.
 func TestOpenPool_StatementCache(t *testing.T) {
 	ctx := context.Background()
-	pool, err := openPool(dsn(filepath.Join(t.TempDir(), "c.db"), "immediate"))
+	pool, err := openPool(dsn(filepath.Join(t.TempDir(), "c.db"), "immediate"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
