@@ -205,6 +205,22 @@ func TestHandler_Activity(t *testing.T) {
 
 // sseLines reads the stream body line by line into a channel, closed when
 // the body ends.
+// mustOpenStream opens GET base+/v1/stream until ctx ends and returns its
+// lines (see sseLines).
+func (e *env) mustOpenStream(t *testing.T, ctx context.Context, base string) <-chan string {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/stream", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := e.send(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return sseLines(ctx, resp)
+}
+
 func sseLines(ctx context.Context, resp *http.Response) <-chan string {
 	out := make(chan string, 64)
 	go func() {

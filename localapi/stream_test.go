@@ -112,16 +112,7 @@ func TestHandler_Stream_IdleClientsCostNoCPU(t *testing.T) {
 	defer cancel()
 	streams := make([]<-chan string, clients)
 	for i := range streams {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.base+"/v1/stream", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := e.send(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		streams[i] = sseLines(ctx, resp)
+		streams[i] = e.mustOpenStream(t, ctx, e.base)
 		if st, _ := nextStatusEvent(t, streams[i], 10*time.Second); st.Channels[0].Records != records {
 			t.Fatalf("stream %d: first status counts %d events records, want %d", i, st.Channels[0].Records, records)
 		}
@@ -173,16 +164,7 @@ func TestHandler_Stream_ClientsShareOneStatusRead(t *testing.T) {
 	defer cancel()
 	streams := make([]<-chan string, clients)
 	for i := range streams {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/v1/stream", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := e.send(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		streams[i] = sseLines(ctx, resp)
+		streams[i] = e.mustOpenStream(t, ctx, srv.URL)
 		nextStatusEvent(t, streams[i], 10*time.Second)
 	}
 	before := b.reads.Load()
@@ -212,16 +194,7 @@ func TestHandler_Stream_WriteOutcomes(t *testing.T) {
 	runIngest(t, e.broker)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.base+"/v1/stream", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := e.send(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	lines := sseLines(ctx, resp)
+	lines := e.mustOpenStream(t, ctx, e.base)
 	nextStatusEvent(t, lines, 10*time.Second) // the stream is open: what follows is announced on it
 
 	var w localapi.WriteResponse

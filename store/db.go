@@ -107,4 +107,3 @@ func (db *DB) Close() error {
 	errs = append(errs, db.writer.Close())
 	return errors.Join(errs...)
 }
-

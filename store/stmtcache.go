@@ -83,31 +83,32 @@ var (
 	_ driver.Pinger             = (*cachingConn)(nil)
 )
 
-// stmt returns the cached statement for query, compiling it on first
-// use; transient is true when the caller must close it after use (the
-// cache is full, or the cached one is busy).
-func (c *cachingConn) stmt(ctx context.Context, query string) (s *cachedStmt, transient bool, err error) {
+// stmt returns the context to run query under (see [cachingConn.stmtCtx])
+// and its cached statement, compiling it on first use; transient is true
+// when the caller must close it after use (the cache is full, or the
+// cached one is busy). A context already ended fails at once.
+func (c *cachingConn) stmt(ctx context.Context, query string) (_ context.Context, s *cachedStmt, transient bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, false, err
+	}
+	ctx = c.stmtCtx(ctx)
 	if s, ok := c.stmts[query]; ok && !s.busy {
-		return s, false, nil
+		return ctx, s, false, nil
 	}
 	ds, err := c.conn.(driver.ConnPrepareContext).PrepareContext(ctx, query)
 	if err != nil {
-		return nil, false, err
+		return nil, nil, false, err
 	}
 	s = &cachedStmt{Stmt: ds}
 	if _, ok := c.stmts[query]; ok || len(c.stmts) >= maxCachedStmts {
-		return s, true, nil
+		return ctx, s, true, nil
 	}
 	c.stmts[query] = s
-	return s, false, nil
+	return ctx, s, false, nil
 }
 
 func (c *cachingConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	ctx = c.stmtCtx(ctx)
-	s, transient, err := c.stmt(ctx, query)
+	ctx, s, transient, err := c.stmt(ctx, query)
 	if err != nil {
 		return nil, err
 	}
@@ -118,11 +119,7 @@ func (c *cachingConn) ExecContext(ctx context.Context, query string, args []driv
 }
 
 func (c *cachingConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	ctx = c.stmtCtx(ctx)
-	s, transient, err := c.stmt(ctx, query)
+	ctx, s, transient, err := c.stmt(ctx, query)
 	if err != nil {
 		return nil, err
 	}
