@@ -2,6 +2,7 @@ package broker
 
 import (
 	"fmt"
+	"net"
 	"path/filepath"
 	"time"
 
@@ -33,8 +34,17 @@ type Config struct {
 		MaxPayload   int32         `yaml:"max_payload"` // default 1 MiB
 		Logging      bool          `yaml:"logging"`
 	} `yaml:"nats"`
-	// HTTPAddr serves /healthz and POST /v1/publish (default 127.0.0.1:8222).
+	// HTTPAddr serves /healthz, /metrics and POST /v1/publish (default
+	// 127.0.0.1:8222).
 	HTTPAddr string `yaml:"http_addr"`
+	// HTTPAllowedHosts are the host names (or IP addresses) the HTTP
+	// endpoints answer for, by the request's Host header (default: the
+	// host of HTTPAddr, localhost, 127.0.0.1 and ::1); see
+	// [Config.AllowedHosts].
+	HTTPAllowedHosts []string `yaml:"http_allowed_hosts"`
+	// MetricsTokenFile holds the bearer token GET /metrics requires
+	// (default <data_dir>/metrics.token, created at first start, 0600).
+	MetricsTokenFile string `yaml:"metrics_token_file"`
 	// OrgUnits get one stream each; the tenant-wide stream always exists.
 	OrgUnits []string `yaml:"org_units"`
 	// Streams are the limits of every org unit stream (YAML key streams,
@@ -141,6 +151,31 @@ func (c Config) Validate() error {
 // AuthDir is where the operator and account keys and the registry of
 // issued users are kept (see package natsauth).
 func (c Config) AuthDir() string { return filepath.Join(c.DataDir, "auth") }
+
+// AllowedHosts returns [Config.HTTPAllowedHosts], or by default the host
+// of HTTPAddr (unless it is a wildcard address such as 0.0.0.0, which
+// names no host: list the names clients use then), localhost, 127.0.0.1
+// and ::1.
+func (c Config) AllowedHosts() []string {
+	if len(c.HTTPAllowedHosts) > 0 {
+		return c.HTTPAllowedHosts
+	}
+	out := []string{"localhost", "127.0.0.1", "::1"}
+	if host, _, err := net.SplitHostPort(c.HTTPAddr); err == nil && host != "" {
+		if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+			out = append(out, host)
+		}
+	}
+	return out
+}
+
+// MetricsTokenPath is [Config.MetricsTokenFile] or its default.
+func (c Config) MetricsTokenPath() string {
+	if c.MetricsTokenFile != "" {
+		return c.MetricsTokenFile
+	}
+	return filepath.Join(c.DataDir, "metrics.token")
+}
 
 // JetStreamDir is where the embedded server stores its data.
 func (c Config) JetStreamDir() string { return filepath.Join(c.DataDir, "jetstream") }
