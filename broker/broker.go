@@ -65,6 +65,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Broker, err err
 	if scfg.Operator, err = b.openAuth(); err != nil {
 		return nil, err
 	}
+	scfg.TLS = b.serverTLS()
 	if b.srv, err = natsserver.Start(ctx, scfg); err != nil {
 		return nil, err
 	}

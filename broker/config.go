@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/fieldsync/fieldsync/events"
@@ -33,6 +34,8 @@ type Config struct {
 		SyncInterval time.Duration `yaml:"sync_interval"`
 		MaxPayload   int32         `yaml:"max_payload"` // default 1 MiB
 		Logging      bool          `yaml:"logging"`
+		// TLS on the client listener devices connect to (off by default).
+		TLS TLSConfig `yaml:"tls"`
 	} `yaml:"nats"`
 	// HTTPAddr serves /healthz, /metrics and POST /v1/publish (default
 	// 127.0.0.1:8222).
@@ -56,6 +59,23 @@ type Config struct {
 	// Rights say what devices may write (YAML key rights, see [rightsFile]).
 	Rights ingest.Rights `yaml:"-"`
 }
+
+// TLSConfig is TLS on the NATS client listener: on when Cert is set.
+type TLSConfig struct {
+	// Cert and Key are PEM files: the server certificate (with any
+	// intermediates) and its private key.
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// Required refuses plain (non-TLS) clients (default true when Cert is
+	// set; false accepts both, for a migration).
+	Required *bool `yaml:"required"`
+}
+
+// Enabled reports whether TLS is configured.
+func (t TLSConfig) Enabled() bool { return t.Cert != "" }
+
+// IsRequired reports whether plain clients are refused.
+func (t TLSConfig) IsRequired() bool { return t.Enabled() && (t.Required == nil || *t.Required) }
 
 // LoadConfig reads path (YAML); unknown keys are errors.
 func LoadConfig(path string) (Config, error) {
@@ -140,6 +160,9 @@ func (c Config) Validate() error {
 	if c.Auth != "" && c.Auth != AuthJWT && c.Auth != AuthNone {
 		return fmt.Errorf("broker: config auth %q: want %q or %q", c.Auth, AuthJWT, AuthNone)
 	}
+	if t := c.NATS.TLS; (t.Cert == "") != (t.Key == "") || (t.Cert == "" && t.Required != nil && *t.Required) {
+		return fmt.Errorf("broker: config nats.tls: cert and key go together (and required needs them)")
+	}
 	for _, u := range c.OrgUnits {
 		if err := events.ValidToken(u); err != nil {
 			return fmt.Errorf("broker: config org_units: %w", err)
@@ -162,7 +185,7 @@ func (c Config) AllowedHosts() []string {
 	}
 	out := []string{"localhost", "127.0.0.1", "::1"}
 	if host, _, err := net.SplitHostPort(c.HTTPAddr); err == nil && host != "" {
-		if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+		if ip := net.ParseIP(host); (ip == nil || !ip.IsUnspecified()) && !slices.Contains(out, host) {
 			out = append(out, host)
 		}
 	}

@@ -156,3 +156,38 @@ func TestConfig_Validate(t *testing.T) {
 		}
 	}
 }
+
+func TestConfig_LoadConfig_TLS(t *testing.T) {
+	cfg, err := broker.LoadConfig(writeConfig(t, "nats:\n  tls: {cert: s.pem, key: k.pem}\n"))
+	if err != nil || cfg.NATS.TLS.Cert != "s.pem" || cfg.NATS.TLS.Key != "k.pem" || !cfg.NATS.TLS.IsRequired() {
+		t.Fatalf("tls: %+v %v, want cert, key, required by default", cfg.NATS.TLS, err)
+	}
+	cfg, err = broker.LoadConfig(writeConfig(t, "nats:\n  tls: {cert: s.pem, key: k.pem, required: false}\n"))
+	if err != nil || !cfg.NATS.TLS.Enabled() || cfg.NATS.TLS.IsRequired() {
+		t.Fatalf("tls required: false: %+v %v", cfg.NATS.TLS, err)
+	}
+	if cfg, _ := broker.LoadConfig(writeConfig(t, "")); cfg.NATS.TLS.Enabled() || cfg.NATS.TLS.IsRequired() {
+		t.Fatalf("TLS on by default: %+v", cfg.NATS.TLS)
+	}
+	for _, bad := range []string{"nats:\n  tls: {cert: s.pem}\n", "nats:\n  tls: {key: k.pem}\n", "nats:\n  tls: {required: true}\n"} {
+		if _, err := broker.LoadConfig(writeConfig(t, bad)); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestConfig_AllowedHosts(t *testing.T) {
+	for addr, want := range map[string]string{
+		"127.0.0.1:8222":      "localhost,127.0.0.1,::1",
+		"broker.example:8222": "localhost,127.0.0.1,::1,broker.example",
+		"0.0.0.0:8222":        "localhost,127.0.0.1,::1",
+		"[::]:8222":           "localhost,127.0.0.1,::1",
+	} {
+		if got := strings.Join(broker.Config{HTTPAddr: addr}.AllowedHosts(), ","); got != want {
+			t.Errorf("%s: %s, want %s", addr, got, want)
+		}
+	}
+	if got := (broker.Config{HTTPAddr: "0.0.0.0:8222", HTTPAllowedHosts: []string{"sync.example"}}).AllowedHosts(); strings.Join(got, ",") != "sync.example" {
+		t.Fatalf("configured: %v", got)
+	}
+}
