@@ -112,6 +112,10 @@ type ingestFile struct {
 	ResultRetention time.Duration `yaml:"result_retention"`
 	AckWait         time.Duration `yaml:"ack_wait"`
 	Replicas        int           `yaml:"replicas"`
+	// Stream bounds (see [natsjs.IngestPolicy]).
+	UploadMaxBytes      int64         `yaml:"upload_max_bytes"`
+	DeadLetterMaxBytes  int64         `yaml:"deadletter_max_bytes"`
+	DeadLetterRetention time.Duration `yaml:"deadletter_retention"`
 }
 
 // rightsFile is the rights section ([ingest.Rights]).
@@ -124,7 +128,8 @@ func (f configFile) config() Config {
 	c := f.Config
 	s, i := f.Streams, f.Ingest
 	c.Streams = natsjs.StreamPolicy{History: s.History, Duplicates: s.Duplicates, MaxConsumers: s.MaxConsumers, Replicas: s.Replicas, MaxBytes: s.MaxBytes}
-	c.Ingest = natsjs.IngestPolicy{UploadRetention: i.UploadRetention, ResultRetention: i.ResultRetention, AckWait: i.AckWait, Replicas: i.Replicas}
+	c.Ingest = natsjs.IngestPolicy{UploadRetention: i.UploadRetention, ResultRetention: i.ResultRetention, AckWait: i.AckWait, Replicas: i.Replicas,
+		UploadMaxBytes: i.UploadMaxBytes, DeadLetterMaxBytes: i.DeadLetterMaxBytes, DeadLetterRetention: i.DeadLetterRetention}
 	c.Rights = ingest.Rights{Devices: f.Rights.Devices, Writable: f.Rights.Writable}
 	return c
 }

@@ -84,6 +84,9 @@ ingest:
   result_retention: 96h
   ack_wait: 7s
   replicas: 3
+  upload_max_bytes: 5000000
+  deadletter_max_bytes: 60000
+  deadletter_retention: 72h
 streams:
   history: 4
   duplicates: 90s
@@ -95,7 +98,8 @@ streams:
 			t.Fatal(err)
 		}
 		wantStreams := natsjs.StreamPolicy{History: 4, Duplicates: 90 * time.Second, MaxConsumers: 123, Replicas: 3, MaxBytes: 4096}
-		wantIngest := natsjs.IngestPolicy{UploadRetention: 48 * time.Hour, ResultRetention: 96 * time.Hour, AckWait: 7 * time.Second, Replicas: 3}
+		wantIngest := natsjs.IngestPolicy{UploadRetention: 48 * time.Hour, ResultRetention: 96 * time.Hour, AckWait: 7 * time.Second, Replicas: 3,
+			UploadMaxBytes: 5000000, DeadLetterMaxBytes: 60000, DeadLetterRetention: 72 * time.Hour}
 		wantRights := ingest.Rights{Devices: map[string][]string{"tab1": {"north"}}, Writable: map[events.Channel][]string{events.ChannelEvents: {"event", "risk"}}}
 		if cfg.Streams != wantStreams || cfg.Ingest != wantIngest || !reflect.DeepEqual(cfg.Rights, wantRights) {
 			t.Fatalf("sections read as streams %+v ingest %+v rights %+v", cfg.Streams, cfg.Ingest, cfg.Rights)
