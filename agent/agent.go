@@ -118,7 +118,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	client, err := natsjs.Connect(a.cfg.BrokerURL, natsjs.ConnectOptions{Name: "fieldsync-agent " + a.cfg.DeviceID,
-		Credentials: a.cfg.Credentials, InboxPrefix: inbox, RetryOnFailedConnect: true, OnStateChange: func(up bool, err error) {
+		Credentials: a.cfg.Credentials, CA: a.cfg.CA, InboxPrefix: inbox, RetryOnFailedConnect: true, OnStateChange: func(up bool, err error) {
 			a.log.Info("broker connection", "connected", up, "err", err)
 			if up {
 				kick(a.catchUp) // autosync catches up on what it missed

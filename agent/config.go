@@ -29,6 +29,11 @@ type Config struct {
 	// path as relative to the config file. Empty connects without
 	// credentials, which only a broker configured with `auth: none` accepts.
 	Credentials string `yaml:"credentials"`
+	// CA is a PEM file of the certificate authorities the broker's TLS
+	// certificate must chain to (relative to the config file). Set, the
+	// agent connects with TLS only and refuses a server it cannot verify;
+	// broker_url may then be tls://.
+	CA string `yaml:"ca"`
 	// DataDir holds the SQLite database and the local API token (default
 	// [DefaultDataDir]: %ProgramData%\fieldsync\agent on Windows,
 	// fieldsync-agent elsewhere). [LoadConfig] takes a relative one as
@@ -121,6 +126,9 @@ func LoadConfig(path string) (Config, error) {
 	}
 	if c.Credentials != "" && !filepath.IsAbs(c.Credentials) {
 		c.Credentials = filepath.Join(filepath.Dir(abs), c.Credentials)
+	}
+	if c.CA != "" && !filepath.IsAbs(c.CA) {
+		c.CA = filepath.Join(filepath.Dir(abs), c.CA)
 	}
 	return c, c.Validate()
 }

@@ -51,6 +51,25 @@ func TestLoadConfig_Credentials(t *testing.T) {
 	}
 }
 
+func TestLoadConfig_CA(t *testing.T) {
+	dir := t.TempDir()
+	abs := filepath.Join(t.TempDir(), "ca.pem")
+	for yaml, want := range map[string]string{
+		"ca: ca.pem\n":      filepath.Join(dir, "ca.pem"),
+		"ca: " + abs + "\n": abs,
+		"":                  "",
+	} {
+		path := filepath.Join(dir, "device-agent.yaml")
+		if err := os.WriteFile(path, []byte("device_id: tab-1\norg_units: [north]\nbroker_url: tls://sync.example:4222\n"+yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := agent.LoadConfig(path)
+		if err != nil || cfg.CA != want {
+			t.Errorf("config %q: ca %q (%v), want %q (relative to the config file)", yaml, cfg.CA, err, want)
+		}
+	}
+}
+
 func TestLoadConfig_Reader(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "device-agent.yaml")

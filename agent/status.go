@@ -148,12 +148,18 @@ func (a *Agent) runtimeStatus() Status {
 	st := Status{DeviceID: a.cfg.DeviceID, User: a.cfg.User, OrgUnits: a.cfg.OrgUnits, ProtocolVersion: events.SchemaVersion,
 		Progress: []ChannelProgress{}, Scope: a.running}
 	st.Connected = a.client != nil && a.client.Connected()
+	var tlsErr string
 	if a.client != nil {
 		st.AuthError = a.client.AuthError()
+		if !st.Connected {
+			tlsErr = a.client.TLSError()
+		}
 	}
 	switch {
 	case st.AuthError != "":
 		st.State = StateAuthError
+	case tlsErr != "":
+		st.State, st.LastError = StateFailed, "broker TLS: "+tlsErr
 	case a.running != "":
 		st.State = StateInProgress
 	case errors.Is(a.lastErr, events.ErrIncompatible):

@@ -12,7 +12,7 @@ import (
 // when the config says auth: none.
 func (b *Broker) openAuth() (*natsserver.OperatorAuth, error) {
 	if b.cfg.Auth == AuthNone {
-		b.log.Warn("NATS port WITHOUT AUTHENTICATION (config auth: none): any client that reaches it can read, write and delete every stream",
+		b.log.Warn("NATS port WITHOUT AUTHENTICATION (config auth: none): any client that reaches it can read, write and delete every stream, and the HTTP publish API takes requests without a token",
 			"nats_host", b.cfg.NATS.Host, "nats_port", b.cfg.NATS.Port)
 		return nil, nil
 	}

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -66,6 +65,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Broker, err err
 	if scfg.Operator, err = b.openAuth(); err != nil {
 		return nil, err
 	}
+	scfg.TLS = b.serverTLS()
 	if b.srv, err = natsserver.Start(ctx, scfg); err != nil {
 		return nil, err
 	}
@@ -117,21 +117,6 @@ func (b *Broker) startPublish() error {
 		return fmt.Errorf("broker: publish API: %w", err)
 	}
 	return b.serveHTTP(svc)
-}
-
-func (b *Broker) serveHTTP(svc *publish.Service) error {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", b.healthz)
-	mux.Handle("GET /metrics", b.metrics.Handler())
-	mux.Handle("POST /v1/publish", svc)
-	ln, err := net.Listen("tcp", b.cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("broker: http listen %s: %w", b.cfg.HTTPAddr, err)
-	}
-	b.ln = ln
-	b.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { b.done <- b.http.Serve(ln) }()
-	return nil
 }
 
 // startIngest runs the ingest of device uploads until Close and waits for

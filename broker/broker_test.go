@@ -75,9 +75,17 @@ func closeBroker(t *testing.T, b *broker.Broker) {
 	}
 }
 
-func postPublish(t *testing.T, b *broker.Broker, body string) (int, publish.Response) {
+// postPublish posts body to the HTTP publish API with an integration's
+// bearer token.
+func postPublish(t *testing.T, b *broker.Broker, token, body string) (int, publish.Response) {
 	t.Helper()
-	resp, err := http.Post(b.HTTPURL()+"/v1/publish", "application/json", strings.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, b.HTTPURL()+"/v1/publish", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,9 +167,11 @@ func TestBroker_Open_InvalidConfig(t *testing.T) {
 
 func TestBroker_Open_HTTPPublish(t *testing.T) {
 	b := openBroker(t, testConfig(t.TempDir(), "north"))
+	// west is one of the integration's units, but the broker has no stream for it.
+	tok := fstest.MustIntegrationToken(t, b.Authority(), "crm", "north", "west")
 	good := publish.Request{OrgUnit: "north", Channel: "events", Kind: "event", RecordID: "r1", Body: map[string]any{"title": "t", "n": 3}}
 
-	code, resp := postPublish(t, b, reqJSON(t, good))
+	code, resp := postPublish(t, b, tok, reqJSON(t, good))
 	if code != http.StatusOK || resp.Error != nil || resp.Version == 0 || resp.EventID == "" || resp.Stream != "FS_ORG_north" {
 		t.Fatalf("publish: %d %+v", code, resp)
 	}
@@ -172,7 +182,7 @@ func TestBroker_Open_HTTPPublish(t *testing.T) {
 
 	stale := good
 	stale.ExpectedVersion = new(uint64) // 0: must not exist, but it does
-	code, cresp := postPublish(t, b, reqJSON(t, stale))
+	code, cresp := postPublish(t, b, tok, reqJSON(t, stale))
 	if code != http.StatusConflict || cresp.Error == nil || cresp.Error.Code != publish.CodeConflict {
 		t.Fatalf("conflict: %d %+v, want 409 conflict", code, cresp)
 	}
@@ -182,19 +192,19 @@ func TestBroker_Open_HTTPPublish(t *testing.T) {
 
 	bad := good
 	bad.Channel = "gossip"
-	if code, r := postPublish(t, b, reqJSON(t, bad)); code != http.StatusBadRequest || r.Error == nil || r.Error.Code != publish.CodeInvalid {
+	if code, r := postPublish(t, b, tok, reqJSON(t, bad)); code != http.StatusBadRequest || r.Error == nil || r.Error.Code != publish.CodeInvalid {
 		t.Fatalf("bad channel: %d %+v, want 400 invalid", code, r)
 	}
-	if code, r := postPublish(t, b, `{"org_unit":"north","channel":"events","kind":"event","record_id":"r2","body":{},"extra":1}`); code != http.StatusBadRequest || r.Error == nil || r.Error.Code != publish.CodeInvalid {
+	if code, r := postPublish(t, b, tok, `{"org_unit":"north","channel":"events","kind":"event","record_id":"r2","body":{},"extra":1}`); code != http.StatusBadRequest || r.Error == nil || r.Error.Code != publish.CodeInvalid {
 		t.Fatalf("unknown field: %d %+v, want 400 invalid", code, r)
 	}
-	if code, r := postPublish(t, b, `not json`); code != http.StatusBadRequest || r.Error == nil || r.Error.Code != publish.CodeInvalid {
+	if code, r := postPublish(t, b, tok, `not json`); code != http.StatusBadRequest || r.Error == nil || r.Error.Code != publish.CodeInvalid {
 		t.Fatalf("malformed JSON: %d %+v, want 400 invalid", code, r)
 	}
 
 	unknown := good
 	unknown.OrgUnit = "west"
-	if code, r := postPublish(t, b, reqJSON(t, unknown)); code != http.StatusNotFound || r.Error == nil || r.Error.Code != publish.CodeUnknownUnit {
+	if code, r := postPublish(t, b, tok, reqJSON(t, unknown)); code != http.StatusNotFound || r.Error == nil || r.Error.Code != publish.CodeUnknownUnit {
 		t.Fatalf("unknown unit: %d %+v, want 404 unknown_unit", code, r)
 	}
 

@@ -2,7 +2,9 @@ package broker
 
 import (
 	"fmt"
+	"net"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/fieldsync/fieldsync/events"
@@ -32,9 +34,20 @@ type Config struct {
 		SyncInterval time.Duration `yaml:"sync_interval"`
 		MaxPayload   int32         `yaml:"max_payload"` // default 1 MiB
 		Logging      bool          `yaml:"logging"`
+		// TLS on the client listener devices connect to (off by default).
+		TLS TLSConfig `yaml:"tls"`
 	} `yaml:"nats"`
-	// HTTPAddr serves /healthz and POST /v1/publish (default 127.0.0.1:8222).
+	// HTTPAddr serves /healthz, /metrics and POST /v1/publish (default
+	// 127.0.0.1:8222).
 	HTTPAddr string `yaml:"http_addr"`
+	// HTTPAllowedHosts are the host names (or IP addresses) the HTTP
+	// endpoints answer for, by the request's Host header (default: the
+	// host of HTTPAddr, localhost, 127.0.0.1 and ::1); see
+	// [Config.AllowedHosts].
+	HTTPAllowedHosts []string `yaml:"http_allowed_hosts"`
+	// MetricsTokenFile holds the bearer token GET /metrics requires
+	// (default <data_dir>/metrics.token, created at first start, 0600).
+	MetricsTokenFile string `yaml:"metrics_token_file"`
 	// OrgUnits get one stream each; the tenant-wide stream always exists.
 	OrgUnits []string `yaml:"org_units"`
 	// Streams are the limits of every org unit stream (YAML key streams,
@@ -46,6 +59,23 @@ type Config struct {
 	// Rights say what devices may write (YAML key rights, see [rightsFile]).
 	Rights ingest.Rights `yaml:"-"`
 }
+
+// TLSConfig is TLS on the NATS client listener: on when Cert is set.
+type TLSConfig struct {
+	// Cert and Key are PEM files: the server certificate (with any
+	// intermediates) and its private key.
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// Required refuses plain (non-TLS) clients (default true when Cert is
+	// set; false accepts both, for a migration).
+	Required *bool `yaml:"required"`
+}
+
+// Enabled reports whether TLS is configured.
+func (t TLSConfig) Enabled() bool { return t.Cert != "" }
+
+// IsRequired reports whether plain clients are refused.
+func (t TLSConfig) IsRequired() bool { return t.Enabled() && (t.Required == nil || *t.Required) }
 
 // LoadConfig reads path (YAML); unknown keys are errors.
 func LoadConfig(path string) (Config, error) {
@@ -82,6 +112,10 @@ type ingestFile struct {
 	ResultRetention time.Duration `yaml:"result_retention"`
 	AckWait         time.Duration `yaml:"ack_wait"`
 	Replicas        int           `yaml:"replicas"`
+	// Stream bounds (see [natsjs.IngestPolicy]).
+	UploadMaxBytes      int64         `yaml:"upload_max_bytes"`
+	DeadLetterMaxBytes  int64         `yaml:"deadletter_max_bytes"`
+	DeadLetterRetention time.Duration `yaml:"deadletter_retention"`
 }
 
 // rightsFile is the rights section ([ingest.Rights]).
@@ -94,7 +128,8 @@ func (f configFile) config() Config {
 	c := f.Config
 	s, i := f.Streams, f.Ingest
 	c.Streams = natsjs.StreamPolicy{History: s.History, Duplicates: s.Duplicates, MaxConsumers: s.MaxConsumers, Replicas: s.Replicas, MaxBytes: s.MaxBytes}
-	c.Ingest = natsjs.IngestPolicy{UploadRetention: i.UploadRetention, ResultRetention: i.ResultRetention, AckWait: i.AckWait, Replicas: i.Replicas}
+	c.Ingest = natsjs.IngestPolicy{UploadRetention: i.UploadRetention, ResultRetention: i.ResultRetention, AckWait: i.AckWait, Replicas: i.Replicas,
+		UploadMaxBytes: i.UploadMaxBytes, DeadLetterMaxBytes: i.DeadLetterMaxBytes, DeadLetterRetention: i.DeadLetterRetention}
 	c.Rights = ingest.Rights{Devices: f.Rights.Devices, Writable: f.Rights.Writable}
 	return c
 }
@@ -130,6 +165,9 @@ func (c Config) Validate() error {
 	if c.Auth != "" && c.Auth != AuthJWT && c.Auth != AuthNone {
 		return fmt.Errorf("broker: config auth %q: want %q or %q", c.Auth, AuthJWT, AuthNone)
 	}
+	if t := c.NATS.TLS; (t.Cert == "") != (t.Key == "") || (t.Cert == "" && t.Required != nil && *t.Required) {
+		return fmt.Errorf("broker: config nats.tls: cert and key go together (and required needs them)")
+	}
 	for _, u := range c.OrgUnits {
 		if err := events.ValidToken(u); err != nil {
 			return fmt.Errorf("broker: config org_units: %w", err)
@@ -141,6 +179,31 @@ func (c Config) Validate() error {
 // AuthDir is where the operator and account keys and the registry of
 // issued users are kept (see package natsauth).
 func (c Config) AuthDir() string { return filepath.Join(c.DataDir, "auth") }
+
+// AllowedHosts returns [Config.HTTPAllowedHosts], or by default the host
+// of HTTPAddr (unless it is a wildcard address such as 0.0.0.0, which
+// names no host: list the names clients use then), localhost, 127.0.0.1
+// and ::1.
+func (c Config) AllowedHosts() []string {
+	if len(c.HTTPAllowedHosts) > 0 {
+		return c.HTTPAllowedHosts
+	}
+	out := []string{"localhost", "127.0.0.1", "::1"}
+	if host, _, err := net.SplitHostPort(c.HTTPAddr); err == nil && host != "" {
+		if ip := net.ParseIP(host); (ip == nil || !ip.IsUnspecified()) && !slices.Contains(out, host) {
+			out = append(out, host)
+		}
+	}
+	return out
+}
+
+// MetricsTokenPath is [Config.MetricsTokenFile] or its default.
+func (c Config) MetricsTokenPath() string {
+	if c.MetricsTokenFile != "" {
+		return c.MetricsTokenFile
+	}
+	return filepath.Join(c.DataDir, "metrics.token")
+}
 
 // JetStreamDir is where the embedded server stores its data.
 func (c Config) JetStreamDir() string { return filepath.Join(c.DataDir, "jetstream") }

@@ -84,6 +84,9 @@ ingest:
   result_retention: 96h
   ack_wait: 7s
   replicas: 3
+  upload_max_bytes: 5000000
+  deadletter_max_bytes: 60000
+  deadletter_retention: 72h
 streams:
   history: 4
   duplicates: 90s
@@ -95,7 +98,8 @@ streams:
 			t.Fatal(err)
 		}
 		wantStreams := natsjs.StreamPolicy{History: 4, Duplicates: 90 * time.Second, MaxConsumers: 123, Replicas: 3, MaxBytes: 4096}
-		wantIngest := natsjs.IngestPolicy{UploadRetention: 48 * time.Hour, ResultRetention: 96 * time.Hour, AckWait: 7 * time.Second, Replicas: 3}
+		wantIngest := natsjs.IngestPolicy{UploadRetention: 48 * time.Hour, ResultRetention: 96 * time.Hour, AckWait: 7 * time.Second, Replicas: 3,
+			UploadMaxBytes: 5000000, DeadLetterMaxBytes: 60000, DeadLetterRetention: 72 * time.Hour}
 		wantRights := ingest.Rights{Devices: map[string][]string{"tab1": {"north"}}, Writable: map[events.Channel][]string{events.ChannelEvents: {"event", "risk"}}}
 		if cfg.Streams != wantStreams || cfg.Ingest != wantIngest || !reflect.DeepEqual(cfg.Rights, wantRights) {
 			t.Fatalf("sections read as streams %+v ingest %+v rights %+v", cfg.Streams, cfg.Ingest, cfg.Rights)
@@ -154,5 +158,40 @@ func TestConfig_Validate(t *testing.T) {
 		if err := (broker.Config{OrgUnits: []string{u}}).Validate(); err == nil {
 			t.Errorf("org unit %q accepted", u)
 		}
+	}
+}
+
+func TestConfig_LoadConfig_TLS(t *testing.T) {
+	cfg, err := broker.LoadConfig(writeConfig(t, "nats:\n  tls: {cert: s.pem, key: k.pem}\n"))
+	if err != nil || cfg.NATS.TLS.Cert != "s.pem" || cfg.NATS.TLS.Key != "k.pem" || !cfg.NATS.TLS.IsRequired() {
+		t.Fatalf("tls: %+v %v, want cert, key, required by default", cfg.NATS.TLS, err)
+	}
+	cfg, err = broker.LoadConfig(writeConfig(t, "nats:\n  tls: {cert: s.pem, key: k.pem, required: false}\n"))
+	if err != nil || !cfg.NATS.TLS.Enabled() || cfg.NATS.TLS.IsRequired() {
+		t.Fatalf("tls required: false: %+v %v", cfg.NATS.TLS, err)
+	}
+	if cfg, _ := broker.LoadConfig(writeConfig(t, "")); cfg.NATS.TLS.Enabled() || cfg.NATS.TLS.IsRequired() {
+		t.Fatalf("TLS on by default: %+v", cfg.NATS.TLS)
+	}
+	for _, bad := range []string{"nats:\n  tls: {cert: s.pem}\n", "nats:\n  tls: {key: k.pem}\n", "nats:\n  tls: {required: true}\n"} {
+		if _, err := broker.LoadConfig(writeConfig(t, bad)); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestConfig_AllowedHosts(t *testing.T) {
+	for addr, want := range map[string]string{
+		"127.0.0.1:8222":      "localhost,127.0.0.1,::1",
+		"broker.example:8222": "localhost,127.0.0.1,::1,broker.example",
+		"0.0.0.0:8222":        "localhost,127.0.0.1,::1",
+		"[::]:8222":           "localhost,127.0.0.1,::1",
+	} {
+		if got := strings.Join(broker.Config{HTTPAddr: addr}.AllowedHosts(), ","); got != want {
+			t.Errorf("%s: %s, want %s", addr, got, want)
+		}
+	}
+	if got := (broker.Config{HTTPAddr: "0.0.0.0:8222", HTTPAllowedHosts: []string{"sync.example"}}).AllowedHosts(); strings.Join(got, ",") != "sync.example" {
+		t.Fatalf("configured: %v", got)
 	}
 }

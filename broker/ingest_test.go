@@ -25,7 +25,7 @@ type healthWatch struct {
 	stop, done chan struct{}
 }
 
-func watchHealth(t *testing.T, base string) *healthWatch {
+func watchHealth(t *testing.T, base, token string) *healthWatch {
 	w := &healthWatch{stop: make(chan struct{}), done: make(chan struct{})}
 	c := http.Client{Timeout: 2 * time.Second}
 	go func() {
@@ -37,7 +37,7 @@ func watchHealth(t *testing.T, base string) *healthWatch {
 			default:
 			}
 			code, h := getHealth(&c, base)
-			down := scrapeHas(&c, base, "fieldsync_ingest_up 0\n")
+			down := scrapeHas(&c, base, token, "fieldsync_ingest_up 0\n")
 			w.mu.Lock()
 			if code != http.StatusOK && code != 0 && w.downReason == "" {
 				w.downReason = h.Status + ": " + h.Reason
@@ -81,8 +81,10 @@ func getHealth(c *http.Client, base string) (int, healthBody) {
 	return resp.StatusCode, h
 }
 
-func scrapeHas(c *http.Client, base, line string) bool {
-	resp, err := c.Get(base + "/metrics")
+func scrapeHas(c *http.Client, base, token, line string) bool {
+	req, _ := http.NewRequest(http.MethodGet, base+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := c.Do(req)
 	if err != nil {
 		return false
 	}
@@ -118,11 +120,11 @@ func TestBroker_Ingest_DurableDeleted(t *testing.T) {
 		}, "upload %s accepted", mut)
 	}
 	uploadApplied("m1", "r1")
-	if !scrapeHas(c, b.HTTPURL(), "fieldsync_ingest_up 1\n") {
+	if !scrapeHas(c, b.HTTPURL(), metricsToken(t, b), "fieldsync_ingest_up 1\n") {
 		t.Fatal("fieldsync_ingest_up is not 1 while ingest reads")
 	}
 
-	watch := watchHealth(t, b.HTTPURL())
+	watch := watchHealth(t, b.HTTPURL(), metricsToken(t, b))
 	js, err := jetstream.New(b.Client().Conn()) // the operator's view
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +143,7 @@ func TestBroker_Ingest_DurableDeleted(t *testing.T) {
 	}
 	fstest.Eventually(t, 10*time.Second, func() bool {
 		code, _ := getHealth(c, b.HTTPURL())
-		return code == http.StatusOK && scrapeHas(c, b.HTTPURL(), "fieldsync_ingest_up 1\n")
+		return code == http.StatusOK && scrapeHas(c, b.HTTPURL(), metricsToken(t, b), "fieldsync_ingest_up 1\n")
 	}, "/healthz ok and fieldsync_ingest_up 1 again")
 	back := time.Since(deleted)
 	watch.close()

@@ -3,36 +3,52 @@ package broker_test
 import (
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fieldsync/fieldsync/broker"
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/internal/fstest"
 )
 
-func scrape(t *testing.T, url string) string {
+// metricsToken reads the token GET /metrics requires from the broker's
+// data dir.
+func metricsToken(t *testing.T, b *broker.Broker) string {
 	t.Helper()
-	resp, err := http.Get(url)
+	tok, err := os.ReadFile(b.MetricsTokenFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(tok))
+}
+
+func scrape(t *testing.T, b *broker.Broker) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, b.HTTPURL()+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+metricsToken(t, b))
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
+	text, err := io.ReadAll(resp.Body)
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /metrics: %d %v", resp.StatusCode, err)
 	}
-	return string(b)
+	return string(text)
 }
 
 func TestBroker_Metrics(t *testing.T) {
 	b := openBroker(t, testConfig(t.TempDir(), "north"))
-	if code, _ := postPublish(t, b, `{"org_unit":"north","channel":"events","kind":"event","record_id":"e1","body":{"x":1}}`); code != http.StatusOK {
+	tok := fstest.MustIntegrationToken(t, b.Authority(), "crm", "north")
+	if code, _ := postPublish(t, b, tok, `{"org_unit":"north","channel":"events","kind":"event","record_id":"e1","body":{"x":1}}`); code != http.StatusOK {
 		t.Fatalf("publish: %d", code)
 	}
-	if code, _ := postPublish(t, b, `{"org_unit":"north","channel":"events","kind":"event","record_id":"e1","body":{"x":2},"expected_version":99}`); code != http.StatusConflict {
+	if code, _ := postPublish(t, b, tok, `{"org_unit":"north","channel":"events","kind":"event","record_id":"e1","body":{"x":2},"expected_version":99}`); code != http.StatusConflict {
 		t.Fatalf("stale publish: %d", code)
 	}
 	dev := fstest.MustConnectDevice(t, b.ClientURL(), b.Authority(), "tab1", "north")
@@ -54,7 +70,7 @@ func TestBroker_Metrics(t *testing.T) {
 		`fieldsync_stream_consumers{stream="FS_UPLOADS"} 1`, `fieldsync_ingest_pending 0`, "fieldsync_ingest_up 1"}
 	var text, missing string
 	fstest.Eventually(t, 10*time.Second, func() bool {
-		text, missing = scrape(t, b.HTTPURL()+"/metrics"), ""
+		text, missing = scrape(t, b), ""
 		for _, w := range want {
 			if !strings.Contains(text, w) {
 				missing = w

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/jwt/v2"
@@ -110,5 +111,52 @@ func TestAuthority_AddRevoke(t *testing.T) {
 	}
 	if _, err := b.Revoke(natsauth.KindIntegration, "tab1"); !errors.Is(err, natsauth.ErrNotFound) {
 		t.Fatalf("revoking an integration that is a device: %v", err)
+	}
+}
+
+// TestAuthority_IntegrationByToken: an integration's token finds it until
+// it is revoked; the registry keeps only the token's hash; issuing it
+// again gives a new token and the old one stays refused.
+func TestAuthority_IntegrationByToken(t *testing.T) {
+	dir := t.TempDir()
+	a := mustOpen(t, dir)
+	_, token, u, err := a.AddIntegration("crm", []string{"north"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(token, "fsi_") || len(token) < 40 || u.TokenHash == "" {
+		t.Fatalf("token %q, hash %q", token, u.TokenHash)
+	}
+	reg, err := os.ReadFile(filepath.Join(dir, "users.json"))
+	if err != nil || strings.Contains(string(reg), token) || !strings.Contains(string(reg), u.TokenHash) {
+		t.Fatalf("registry holds the token or not its hash (%v):\n%s", err, reg)
+	}
+	got, err := mustOpen(t, dir).IntegrationByToken(token)
+	if err != nil || got.ID != "crm" || strings.Join(got.OrgUnits, ",") != "north" {
+		t.Fatalf("by token: %+v %v", got, err)
+	}
+	for _, bad := range []string{"", "fsi_", token + "x", strings.TrimPrefix(token, "fsi_"), u.TokenHash} {
+		if _, err := a.IntegrationByToken(bad); !errors.Is(err, natsauth.ErrBadToken) {
+			t.Errorf("token %q: %v, want ErrBadToken", bad, err)
+		}
+	}
+	if _, _, err := a.AddDevice("tab1", []string{"north"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Revoke(natsauth.KindIntegration, "crm"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.IntegrationByToken(token); !errors.Is(err, natsauth.ErrBadToken) {
+		t.Fatalf("revoked integration's token: %v", err)
+	}
+	_, token2, _, err := a.AddIntegration("crm", []string{"north"})
+	if err != nil || token2 == token {
+		t.Fatalf("re-add: %v (same token: %v)", err, token2 == token)
+	}
+	if _, err := a.IntegrationByToken(token); !errors.Is(err, natsauth.ErrBadToken) {
+		t.Fatalf("old token after re-add: %v", err)
+	}
+	if got, err := a.IntegrationByToken(token2); err != nil || got.ID != "crm" {
+		t.Fatalf("new token: %+v %v", got, err)
 	}
 }

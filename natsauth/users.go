@@ -33,6 +33,9 @@ type User struct {
 	PublicKey string     `json:"public_key"`
 	IssuedAt  time.Time  `json:"issued_at"`
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	// TokenHash is the SHA-256 (hex) of an integration's HTTP publish API
+	// token ([Authority.AddIntegration]); the token itself is not kept.
+	TokenHash string `json:"token_hash,omitempty"`
 }
 
 // Revoked reports whether the user was revoked.
@@ -90,20 +93,31 @@ func (a *Authority) AddDevice(device string, units []string) ([]byte, User, erro
 	if err != nil {
 		return nil, User{}, err
 	}
-	return a.add(KindDevice, device, units, perms, 0)
+	return a.add(KindDevice, device, units, perms, 0, "")
 }
 
 // AddIntegration issues credentials to the integration name, reading
 // units (and the tenant-wide admin data); see [IntegrationPermissions].
-func (a *Authority) AddIntegration(name string, units []string) ([]byte, User, error) {
+// It also returns the integration's bearer token for the HTTP publish
+// API, which may publish to units only; the registry keeps only its hash
+// (see [Authority.IntegrationByToken]), so it is shown this once.
+func (a *Authority) AddIntegration(name string, units []string) (creds []byte, token string, u User, err error) {
 	perms, err := IntegrationPermissions(name, units)
 	if err != nil {
-		return nil, User{}, err
+		return nil, "", User{}, err
 	}
-	return a.add(KindIntegration, name, units, perms, 0)
+	token, hash, err := newToken()
+	if err != nil {
+		return nil, "", User{}, err
+	}
+	creds, u, err = a.add(KindIntegration, name, units, perms, 0, hash)
+	if err != nil {
+		return nil, "", User{}, err
+	}
+	return creds, token, u, nil
 }
 
-func (a *Authority) add(kind Kind, id string, units []string, perms jwt.Permissions, ttl time.Duration) ([]byte, User, error) {
+func (a *Authority) add(kind Kind, id string, units []string, perms jwt.Permissions, ttl time.Duration, tokenHash string) ([]byte, User, error) {
 	if err := validUnits(units); err != nil {
 		return nil, User{}, err
 	}
@@ -121,7 +135,7 @@ func (a *Authority) add(kind Kind, id string, units []string, perms jwt.Permissi
 	if err != nil {
 		return nil, User{}, err
 	}
-	u := User{ID: id, Kind: kind, OrgUnits: slices.Clone(units), PublicKey: pub, IssuedAt: time.Now().UTC().Truncate(time.Second)}
+	u := User{ID: id, Kind: kind, OrgUnits: slices.Clone(units), PublicKey: pub, IssuedAt: time.Now().UTC().Truncate(time.Second), TokenHash: tokenHash}
 	if i >= 0 {
 		r.Users[i] = u
 	} else {

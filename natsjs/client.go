@@ -35,6 +35,10 @@ type ConnectOptions struct {
 	// uses [events.DeviceInboxPrefix], the only inboxes its credentials may
 	// read.
 	InboxPrefix string
+	// CA is a PEM file of the certificate authorities the broker's TLS
+	// certificate must chain to. Set, the connection uses TLS only
+	// (whatever the URL's scheme) and refuses a server it cannot verify.
+	CA string
 }
 
 // Connect dials the broker at url.
@@ -49,6 +53,9 @@ func Connect(url string, o ConnectOptions) (*Client, error) {
 	}
 	if o.InboxPrefix != "" {
 		opts = append(opts, nats.CustomInboxPrefix(o.InboxPrefix))
+	}
+	if o.CA != "" {
+		opts = append(opts, nats.RootCAs(o.CA))
 	}
 	if f := o.OnStateChange; f != nil {
 		opts = append(opts,

@@ -33,7 +33,22 @@ type IngestPolicy struct {
 	// (default 10s). Redelivery is safe: results are remembered.
 	AckWait  time.Duration
 	Replicas int
+	// UploadMaxBytes caps FS_UPLOADS (default 1 GiB; -1 no cap). Over it
+	// the oldest uploads are dropped (DiscardOld), never new ones: see
+	// [IngestPolicy] defaults in the README for why.
+	UploadMaxBytes int64
+	// DeadLetterMaxBytes caps FS_DEADLETTER (default 256 MiB; -1 no cap),
+	// also dropping the oldest.
+	DeadLetterMaxBytes int64
+	// DeadLetterRetention keeps dead letters this long (default 14 days).
+	DeadLetterRetention time.Duration
 }
+
+// Default stream bounds of the upload side.
+const (
+	DefaultUploadMaxBytes     = 1 << 30
+	DefaultDeadLetterMaxBytes = 256 << 20
+)
 
 func (p IngestPolicy) withDefaults() IngestPolicy {
 	if p.UploadRetention == 0 {
@@ -48,20 +63,39 @@ func (p IngestPolicy) withDefaults() IngestPolicy {
 	if p.AckWait == 0 {
 		p.AckWait = 10 * time.Second
 	}
+	if p.UploadMaxBytes == 0 {
+		p.UploadMaxBytes = DefaultUploadMaxBytes
+	}
+	if p.DeadLetterMaxBytes == 0 {
+		p.DeadLetterMaxBytes = DefaultDeadLetterMaxBytes
+	}
+	if p.DeadLetterRetention == 0 {
+		p.DeadLetterRetention = 14 * 24 * time.Hour
+	}
 	return p
 }
 
 // ProvisionIngest creates or updates the uploads, results and dead-letter
 // streams. Idempotent.
+//
+// FS_UPLOADS and FS_DEADLETTER are bounded in bytes and age and drop their
+// oldest messages when full (DiscardOld). Refusing new ones instead
+// (DiscardNew) would let one device that fills the stream stop every
+// device's uploads until the oldest age out (days); the oldest uploads
+// are ones ingest has long applied (it reads them as they arrive, and its
+// memory of them is FS_RESULTS, not FS_UPLOADS), so dropping them costs
+// only the operators' copy. Ingest's own dead letters must never be
+// refused either (it would stall on them).
 func (c *Client) ProvisionIngest(ctx context.Context, p IngestPolicy) error {
 	p = p.withDefaults()
 	streams := []jetstream.StreamConfig{
 		{Name: events.UploadStream, Description: "fieldsync device uploads", Subjects: []string{events.UploadSubjects()},
-			MaxAge: p.UploadRetention, Duplicates: 2 * time.Minute, MaxMsgSize: int32(events.MaxMessageSize * 2)},
+			MaxAge: p.UploadRetention, MaxBytes: p.UploadMaxBytes, Discard: jetstream.DiscardOld,
+			Duplicates: 2 * time.Minute, MaxMsgSize: int32(events.MaxMessageSize * 2)},
 		{Name: events.ResultStream, Description: "fieldsync ingest results per device", Subjects: []string{events.ResultSubjects()},
 			MaxAge: p.ResultRetention, MaxMsgsPerSubject: 1, Duplicates: 2 * time.Minute},
 		{Name: DeadLetterStream, Description: "fieldsync uploads ingest could not read", Subjects: []string{events.DeadLetterSubjects()},
-			MaxAge: p.UploadRetention},
+			MaxAge: p.DeadLetterRetention, MaxBytes: p.DeadLetterMaxBytes, Discard: jetstream.DiscardOld},
 	}
 	for _, cfg := range streams {
 		cfg.Storage, cfg.Replicas, cfg.MaxConsumers, cfg.AllowDirect = jetstream.FileStorage, p.Replicas, -1, true

@@ -50,6 +50,20 @@ type Config struct {
 	// in-process ones included, must present a user JWT signed by one of
 	// the preloaded accounts, with the subject permissions in it.
 	Operator *OperatorAuth
+	// TLS, when set, serves TLS on the client listener. In-process
+	// connections ([Server.Connect]) never need it.
+	TLS *TLS
+}
+
+// TLS is the client listener's certificate and whether plain connections
+// are refused.
+type TLS struct {
+	// CertFile and KeyFile are PEM files: the server's certificate (chain)
+	// and its private key.
+	CertFile, KeyFile string
+	// Required refuses clients that do not start TLS; false also accepts
+	// plain connections (a migration step).
+	Required bool
 }
 
 // OperatorAuth is NATS's decentralized authentication (operator → account
@@ -98,6 +112,13 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		JetStreamMaxMemory: 256 << 20,
 		NoSigs:             true,
 		JetStreamLimits:    server.JSLimitOpts{DefaultMaxConsumers: cfg.DefaultMaxConsumers},
+	}
+	if cfg.TLS != nil {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile})
+		if err != nil {
+			return nil, fmt.Errorf("natsserver: tls: %w", err)
+		}
+		opts.TLSConfig, opts.TLS, opts.TLSTimeout, opts.AllowNonTLS = tc, true, 2, !cfg.TLS.Required
 	}
 	if cfg.Operator != nil {
 		if err := operatorMode(opts, cfg.Operator); err != nil {

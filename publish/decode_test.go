@@ -127,9 +127,60 @@ func TestService_Serve_StrictInput(t *testing.T) {
 	}
 }
 
+// asCaller serves h to requests authenticated as c (what the broker's
+// token check does).
+func asCaller(h http.Handler, c publish.Caller) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(publish.WithCaller(r.Context(), c)))
+	})
+}
+
+// TestService_ServeHTTP_Caller: without an authenticated caller nothing
+// is published (401); a caller publishes to its own units only (403), and
+// only JSON (415).
+func TestService_ServeHTTP_Caller(t *testing.T) {
+	b, svc := newService(t, "north", "south")
+	anon := httptest.NewServer(svc)
+	t.Cleanup(anon.Close)
+	crm := httptest.NewServer(asCaller(svc, publish.Caller{Name: "crm", Units: []string{"north"}}))
+	t.Cleanup(crm.Close)
+	body := func(unit string) string {
+		return `{"org_unit":"` + unit + `","channel":"events","kind":"event","record_id":"r1","body":{"a":1}}`
+	}
+	for _, c := range []struct {
+		name, url, ctype, body string
+		status                 int
+		code                   string
+	}{
+		{"no caller", anon.URL, "application/json", body("north"), http.StatusUnauthorized, publish.CodeUnauthorized},
+		{"other unit", crm.URL, "application/json", body("south"), http.StatusForbidden, publish.CodeForbidden},
+		{"tenant-wide", crm.URL, "application/json", body(""), http.StatusForbidden, publish.CodeForbidden},
+		{"text/plain", crm.URL, "text/plain", body("north"), http.StatusUnsupportedMediaType, publish.CodeUnsupportedMedia},
+	} {
+		resp, err := http.Post(c.url, c.ctype, strings.NewReader(c.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r publish.Response
+		json.NewDecoder(resp.Body).Decode(&r)
+		resp.Body.Close()
+		if resp.StatusCode != c.status || r.Error == nil || r.Error.Code != c.code {
+			t.Errorf("%s: %d %+v, want %d %s", c.name, resp.StatusCode, r.Error, c.status, c.code)
+		}
+	}
+	for _, unit := range []string{"north", "south", ""} {
+		if st, err := b.Client.UnitState(ctxT(t), unit); err != nil || st.Msgs != 0 {
+			t.Fatalf("unit %q: refused requests stored %d messages (%v)", unit, st.Msgs, err)
+		}
+	}
+	if !errors.Is(&publish.Error{Code: publish.CodeForbidden}, publish.ErrForbidden) {
+		t.Fatal("code forbidden does not match ErrForbidden")
+	}
+}
+
 func TestService_ServeHTTP_StrictInput(t *testing.T) {
 	b, svc := newService(t, "north")
-	srv := httptest.NewServer(svc)
+	srv := httptest.NewServer(asCaller(svc, publish.Caller{Name: "test", Units: []string{"north"}}))
 	t.Cleanup(srv.Close)
 	post := func(t *testing.T, raw string) (int, publish.Response) {
 		t.Helper()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"mime"
 	"net/http"
 	"time"
 
@@ -122,17 +123,36 @@ func (s *Service) Serve(nc *nats.Conn) (*nats.Subscription, error) {
 }
 
 // ServeHTTP answers POST /v1/publish with exactly one JSON [Request] as
-// the body: 413 over [MaxRequestSize] bytes, 400 for anything else that
-// is not a valid request (trailing data included).
+// the body, sent by the [Caller] the server's authentication put in the
+// request's context ([WithCaller]): 401 without one, 415 unless the
+// Content-Type is application/json, 413 over [MaxRequestSize] bytes, 400
+// for anything else that is not a valid request (trailing data
+// included), 403 for an org unit the caller may not publish to.
 func (s *Service) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if req.Method != http.MethodPost {
 		writeJSON(w, http.StatusMethodNotAllowed, Response{Error: &Error{Code: CodeInvalid, Message: "use POST"}})
+		return
+	}
+	caller, ok := CallerFrom(req.Context())
+	if !ok {
+		writeJSON(w, http.StatusUnauthorized, Response{Error: &Error{Code: CodeUnauthorized, Message: "no authenticated caller"}})
+		return
+	}
+	if mt, _, err := mime.ParseMediaType(req.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		writeJSON(w, http.StatusUnsupportedMediaType, Response{Error: &Error{Code: CodeUnsupportedMedia,
+			Message: fmt.Sprintf("Content-Type %q: want application/json", req.Header.Get("Content-Type"))}})
 		return
 	}
 	var r Request
 	if err := decodeRequest(http.MaxBytesReader(w, req.Body, MaxRequestSize), &r); err != nil {
 		e := invalid(err)
 		writeJSON(w, httpStatus(e), Response{Error: e})
+		return
+	}
+	if !caller.May(r.OrgUnit) {
+		s.log.Warn("publish refused: org unit not the integration's", "integration", caller.Name, "org_unit", r.OrgUnit)
+		e := &Error{Code: CodeForbidden, Message: fmt.Sprintf("integration %s may not publish to org unit %q (its units: %v)", caller.Name, r.OrgUnit, caller.Units)}
+		writeJSON(w, http.StatusForbidden, Response{EventID: r.EventID, Error: e})
 		return
 	}
 	resp := s.Publish(req.Context(), r)
@@ -152,6 +172,8 @@ func httpStatus(e *Error) int {
 		return http.StatusConflict
 	case CodeUnknownUnit:
 		return http.StatusNotFound
+	case CodeForbidden:
+		return http.StatusForbidden
 	}
 	return http.StatusInternalServerError
 }

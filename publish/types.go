@@ -45,10 +45,17 @@ const (
 	CodeConflict    = "conflict"
 	CodeUnknownUnit = "unknown_unit"
 	CodeInternal    = "internal"
+	// CodeUnauthorized: no or an unknown bearer token (HTTP 401).
+	CodeUnauthorized = "unauthorized"
+	// CodeForbidden: the caller may not do this (HTTP 403): an org unit
+	// that is not the integration's, a foreign Host or Origin.
+	CodeForbidden = "forbidden"
+	// CodeUnsupportedMedia: the body is not application/json (HTTP 415).
+	CodeUnsupportedMedia = "unsupported_media_type"
 )
 
 // Error is a failed publish. It matches [ErrConflict], [ErrInvalid],
-// [ErrTooLarge] and [ErrUnknownUnit] with errors.Is.
+// [ErrTooLarge], [ErrUnknownUnit] and [ErrForbidden] with errors.Is.
 type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
@@ -63,6 +70,7 @@ var (
 	ErrTooLarge    = errors.New("publish: request too large")
 	ErrConflict    = errors.New("publish: version conflict")
 	ErrUnknownUnit = errors.New("publish: unknown org unit")
+	ErrForbidden   = errors.New("publish: forbidden")
 )
 
 func (e *Error) Error() string { return fmt.Sprintf("publish: %s: %s", e.Code, e.Message) }
@@ -78,6 +86,8 @@ func (e *Error) Is(target error) bool {
 		return e.Code == CodeConflict
 	case ErrUnknownUnit:
 		return e.Code == CodeUnknownUnit
+	case ErrForbidden:
+		return e.Code == CodeForbidden
 	}
 	return false
 }

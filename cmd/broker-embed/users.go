@@ -74,12 +74,16 @@ func idFlag(kind natsauth.Kind) string {
 
 func newUserAddCmd(kind natsauth.Kind) *cobra.Command {
 	var f dataDirFlags
-	var id, out string
+	var id, out, tokenOut string
 	var units []string
 	flag := idFlag(kind)
+	short := "Issue credentials (a .creds file, mode 0600) for a new " + string(kind)
+	if kind == natsauth.KindIntegration {
+		short += ", and its HTTP publish API token (a .token file next to it, mode 0600)"
+	}
 	cmd := &cobra.Command{
 		Use:   "add --" + flag + " X --org U[,U...] --out FILE",
-		Short: "Issue credentials (a .creds file, mode 0600) for a new " + string(kind),
+		Short: short,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if kind == natsauth.KindDevice && len(units) == 0 {
 				return errors.New("--org: a device needs at least one org unit")
@@ -88,27 +92,22 @@ func newUserAddCmd(kind natsauth.Kind) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			file, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-			if err != nil {
-				return fmt.Errorf("--out: %w", err)
-			}
-			add := a.AddDevice
+			files := []string{out}
 			if kind == natsauth.KindIntegration {
-				add = a.AddIntegration
+				if tokenOut == "" {
+					tokenOut = strings.TrimSuffix(out, ".creds") + ".token"
+				}
+				files = append(files, tokenOut)
 			}
-			creds, u, err := add(id, units)
-			if err == nil {
-				_, err = file.Write(creds)
-			}
-			if cerr := file.Close(); err == nil {
-				err = cerr
-			}
+			u, err := issueUser(a, kind, id, units, files)
 			if err != nil {
-				os.Remove(out)
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "issued %s %s (org units %s, key %s): credentials in %s\n",
 				kind, u.ID, strings.Join(u.OrgUnits, ","), u.PublicKey, out)
+			if kind == natsauth.KindIntegration {
+				fmt.Fprintf(cmd.OutOrStdout(), "HTTP publish API token (Authorization: Bearer ...) in %s; the broker keeps only its hash\n", tokenOut)
+			}
 			return nil
 		},
 	}
@@ -116,9 +115,50 @@ func newUserAddCmd(kind natsauth.Kind) *cobra.Command {
 	cmd.Flags().StringVar(&id, flag, "", "the "+string(kind)+"'s "+flag+" (required)")
 	cmd.Flags().StringSliceVar(&units, "org", nil, "org units it may read (comma separated); the tenant-wide admin data always")
 	cmd.Flags().StringVar(&out, "out", "", "credentials file to write (must not exist; required)")
+	if kind == natsauth.KindIntegration {
+		cmd.Flags().StringVar(&tokenOut, "token-out", "", "token file to write (must not exist; default --out with .token for .creds)")
+	}
 	cmd.MarkFlagRequired(flag)
 	cmd.MarkFlagRequired("out")
 	return cmd
+}
+
+// issueUser creates files (none may exist; mode 0600), issues the user and
+// writes its credentials to files[0] and, for an integration, its token to
+// files[1]. On any error no file is left behind.
+func issueUser(a *natsauth.Authority, kind natsauth.Kind, id string, units []string, files []string) (u natsauth.User, err error) {
+	var open []*os.File
+	defer func() {
+		for i, fh := range open {
+			if cerr := fh.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				os.Remove(files[i])
+			}
+		}
+	}()
+	for _, name := range files {
+		fh, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return u, fmt.Errorf("--out: %w", err)
+		}
+		open = append(open, fh)
+	}
+	var creds []byte
+	var token string
+	if kind == natsauth.KindIntegration {
+		creds, token, u, err = a.AddIntegration(id, units)
+	} else {
+		creds, u, err = a.AddDevice(id, units)
+	}
+	if err != nil {
+		return u, err
+	}
+	if _, err = open[0].Write(creds); err == nil && token != "" {
+		_, err = open[1].WriteString(token + "\n")
+	}
+	return u, err
 }
 
 func newUserRevokeCmd(kind natsauth.Kind) *cobra.Command {

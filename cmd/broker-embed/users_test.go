@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -173,6 +174,7 @@ func TestIntegrationCmd_AddListRevoke(t *testing.T) {
 		t.Fatalf("integration add: %v %q", err, out)
 	}
 	mustCredsFile(t, creds)
+	token := mustTokenFile(t, filepath.Join(filepath.Dir(creds), "crm.token"))
 	if users := listUsers(t, "integration", dir); len(users) != 1 || users[0].ID != "crm" || users[0].Kind != natsauth.KindIntegration {
 		t.Fatalf("integration list: %+v", users)
 	}
@@ -219,12 +221,57 @@ func TestIntegrationCmd_AddListRevoke(t *testing.T) {
 		t.Fatalf("consumer on south: %v", err)
 	}
 
+	if code := httpPublish(t, b, token, "north", "h1"); code != http.StatusOK {
+		t.Fatalf("HTTP publish with the issued token: %d", code)
+	}
+	if code := httpPublish(t, b, token, "south", "h2"); code != http.StatusForbidden {
+		t.Fatalf("HTTP publish to a unit not the integration's: %d, want 403", code)
+	}
+
 	if out, err := run(t, "integration", "revoke", "--name", "crm", "--data-dir", dir); err != nil || !strings.Contains(out, "disconnected it") {
 		t.Fatalf("integration revoke: %v %q", err, out)
 	}
 	if users := listUsers(t, "integration", dir); len(users) != 1 || !users[0].Revoked() {
 		t.Fatalf("integration list after revoke: %+v", users)
 	}
+	if code := httpPublish(t, b, token, "north", "h3"); code != http.StatusUnauthorized {
+		t.Fatalf("HTTP publish with a revoked integration's token: %d, want 401", code)
+	}
+}
+
+// mustTokenFile checks the token file written by integration add (0600,
+// one token) and returns the token.
+func mustTokenFile(t *testing.T, path string) string {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if runtime.GOOS != "windows" && fi.Mode().Perm() != 0o600 {
+		t.Fatalf("%s has mode %v, want 0600", path, fi.Mode().Perm())
+	}
+	b, _ := os.ReadFile(path)
+	token := strings.TrimSpace(string(b))
+	if !strings.HasPrefix(token, "fsi_") || strings.ContainsAny(token, " \n") {
+		t.Fatalf("%s does not hold one token: %q", path, b)
+	}
+	return token
+}
+
+// httpPublish posts one change to unit through the broker's HTTP publish
+// API with token and returns the status.
+func httpPublish(t *testing.T, b *broker.Broker, token, unit, id string) int {
+	t.Helper()
+	body := `{"org_unit":"` + unit + `","channel":"events","kind":"event","record_id":"` + id + `","body":{"x":1}}`
+	req, _ := http.NewRequest(http.MethodPost, b.HTTPURL()+"/v1/publish", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 func TestDeviceCmd_Errors(t *testing.T) {

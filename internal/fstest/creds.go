@@ -28,7 +28,7 @@ func MustDeviceCreds(tb testing.TB, a *natsauth.Authority, device string, units 
 // MustIntegrationCreds is [MustDeviceCreds] for an integration.
 func MustIntegrationCreds(tb testing.TB, a *natsauth.Authority, name string, units ...string) string {
 	tb.Helper()
-	creds, _, err := a.AddIntegration(name, units)
+	creds, _, _, err := a.AddIntegration(name, units)
 	if err != nil {
 		tb.Fatalf("issue integration %s: %v", name, err)
 	}
@@ -77,4 +77,16 @@ func ToolCreds(tb testing.TB, a *natsauth.Authority) nats.Option {
 		tb.Fatal(err)
 	}
 	return nats.UserJWTAndSeed(userJWT, seed)
+}
+
+// MustIntegrationToken issues an integration (units) from a, as
+// `broker-embed integration add` does, and returns its HTTP publish API
+// bearer token.
+func MustIntegrationToken(tb testing.TB, a *natsauth.Authority, name string, units ...string) string {
+	tb.Helper()
+	_, token, _, err := a.AddIntegration(name, units)
+	if err != nil {
+		tb.Fatalf("issue integration %s: %v", name, err)
+	}
+	return token
 }
