@@ -15,9 +15,9 @@ import (
 const groupWindow = 20 * time.Millisecond
 
 // committer runs the store's write transactions with group commit: the
-// operations that ask for the single writer while another group holds it
-// run together in one SQLite transaction, each in a savepoint of its own,
-// and commit once. Under load this is what keeps a write's cost from
+// short operations that ask for the single writer while another group
+// holds it run together in one SQLite transaction, each in a savepoint
+// of its own, and commit once. Under load this is what keeps a write's cost from
 // growing with the load: a commit (its WAL writes and locks) costs about
 // as much as a small write, and operations waiting together share one.
 // An operation that fails rolls back to its savepoint and fails alone; a
@@ -35,6 +35,11 @@ type txOp struct {
 	ctx  context.Context
 	fn   func(*sql.Tx) error
 	done chan error // capacity 1
+	// short: a small write (a local write, results) that may join a group
+	// already running. Others (a download batch, a merge chunk, a bulk
+	// step) only start a group, so that a short write queued before them
+	// does not wait for them to commit.
+	short bool
 }
 
 func newCommitter() *committer { return &committer{lead: make(chan struct{}, 1)} }
@@ -49,11 +54,12 @@ func (c *committer) push(op *txOp) {
 	c.mu.Unlock()
 }
 
-// pop takes the oldest waiting operation (nil: none).
-func (c *committer) pop() *txOp {
+// pop takes the oldest waiting operation (nil: none); with shortOnly,
+// only if it is short.
+func (c *committer) pop(shortOnly bool) *txOp {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.queue) == 0 {
+	if len(c.queue) == 0 || shortOnly && !c.queue[0].short {
 		return nil
 	}
 	op := c.queue[0]
@@ -63,14 +69,25 @@ func (c *committer) pop() *txOp {
 	return op
 }
 
-// tx runs fn in a write transaction, perhaps shared with other callers'
-// (see [committer]). fn must not keep tx, and must leave it usable (its
-// statements may fail; the savepoint takes care of them).
+// tx runs fn in a write transaction, perhaps shared with the short
+// operations of other callers that wait meanwhile (see [committer]). fn
+// must not keep tx, and must leave it usable (its statements may fail;
+// the savepoint takes care of them).
 func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	return db.runTx(ctx, fn, false)
+}
+
+// shortTx is [DB.tx] for a small write, which may also join a group
+// another caller already runs.
+func (db *DB) shortTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	return db.runTx(ctx, fn, true)
+}
+
+func (db *DB) runTx(ctx context.Context, fn func(*sql.Tx) error, short bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	op := &txOp{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	op := &txOp{ctx: ctx, fn: fn, done: make(chan error, 1), short: short}
 	c := db.commit
 	c.push(op)
 	for {
@@ -88,7 +105,7 @@ func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 // ones for up to groupWindow, and answers each.
 func (db *DB) runGroup() {
 	c := db.commit
-	first := c.pop()
+	first := c.pop(false)
 	if first == nil {
 		return
 	}
@@ -102,7 +119,7 @@ func (db *DB) runGroup() {
 	}
 	var ok []*txOp
 	start := time.Now()
-	for op := first; op != nil; op = c.pop() {
+	for op := first; op != nil; op = c.pop(true) {
 		err := runOp(tx, op)
 		if errors.Is(err, errGroupAborted) {
 			tx.Rollback()

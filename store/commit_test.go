@@ -82,7 +82,7 @@ func TestDB_Tx_GroupCommit(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := db.tx(ctx, fn)
+			err := db.shortTx(ctx, fn)
 			mu.Lock()
 			results[name] = err
 			mu.Unlock()
@@ -91,7 +91,7 @@ func TestDB_Tx_GroupCommit(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		err := db.tx(cancelled, putMeta("cancelled"))
+		err := db.shortTx(cancelled, putMeta("cancelled"))
 		mu.Lock()
 		results["cancelled"] = err
 		mu.Unlock()
@@ -152,7 +152,7 @@ func TestDB_Tx_CancelledDuringGroup(t *testing.T) {
 	<-holding
 	go func() {
 		defer wg.Done()
-		lateErr = db.tx(ctx, putMeta("other"))
+		lateErr = db.shortTx(ctx, putMeta("other"))
 	}()
 	for db.commit.queued.Load() < 1 {
 		time.Sleep(time.Millisecond) // pacing: waiting for the second operation to queue
@@ -165,5 +165,63 @@ func TestDB_Tx_CancelledDuringGroup(t *testing.T) {
 	got := metaKeys(t, db, "before-cancel", "after-cancel", "other")
 	if !got["other"] || got["before-cancel"] || got["after-cancel"] {
 		t.Fatalf("committed %v, want only other", got)
+	}
+}
+
+// TestDB_Tx_LongOperationsStartGroups: a long operation (db.tx: a
+// download batch, a merge chunk) waiting behind a short one does not
+// join the short one's group, so the short write does not wait for it.
+func TestDB_Tx_LongOperationsStartGroups(t *testing.T) {
+	ctx := context.Background()
+	db := mustOpenInternal(t)
+	release, holding := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		errs[0] = db.tx(ctx, func(tx *sql.Tx) error {
+			close(holding)
+			<-release
+			return putMeta("held")(tx)
+		})
+	}()
+	<-holding
+	before := db.Commits()
+	var shortDone, longStarted time.Time
+	queue := func(i int, run func() error) {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = run() }()
+		for db.commit.queued.Load() < int64(i) {
+			time.Sleep(time.Millisecond) // pacing: waiting for it to queue, so the order is known
+		}
+	}
+	queue(1, func() error {
+		err := db.shortTx(ctx, putMeta("short"))
+		shortDone = time.Now()
+		return err
+	})
+	queue(2, func() error {
+		return db.tx(ctx, func(tx *sql.Tx) error {
+			longStarted = time.Now()
+			time.Sleep(50 * time.Millisecond) // pacing: a long operation
+			return putMeta("long")(tx)
+		})
+	})
+	close(release)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("operation %d: %v", i, err)
+		}
+	}
+	if commits := db.Commits() - before; commits < 2 {
+		t.Errorf("%d commits: the long operation was grouped with the short one before it", commits)
+	}
+	if !shortDone.Before(longStarted.Add(50 * time.Millisecond)) {
+		t.Errorf("the short write was answered %v after the long operation started: it waited for it", shortDone.Sub(longStarted))
+	}
+	if got := metaKeys(t, db, "held", "short", "long"); !got["held"] || !got["short"] || !got["long"] {
+		t.Fatalf("committed %v, want all three", got)
 	}
 }

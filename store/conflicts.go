@@ -89,7 +89,7 @@ var ErrCannotResolve = errors.New("store: resolution does not apply")
 // based on the server's version. It returns the new mutation, if any.
 func (db *DB) Resolve(ctx context.Context, mutationID, action, newMutationID string, now time.Time) (*Mutation, error) {
 	var out *Mutation
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.shortTx(ctx, func(tx *sql.Tx) error {
 		c, err := conflictRow(ctx, tx, mutationID)
 		if err != nil {
 			return err

@@ -58,7 +58,7 @@ func (m Mutation) Envelope(deviceID string) *events.Envelope {
 // state in the live overlay, so reads show it at once.
 func (db *DB) LocalWrite(ctx context.Context, w Write, mutationID string, now time.Time) (Mutation, error) {
 	m := Mutation{MutationID: mutationID, Addr: w.Addr, Op: w.Op, Body: w.Body, CreatedAt: now, State: StateQueued}
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.shortTx(ctx, func(tx *sql.Tx) error {
 		if err := chainBase(ctx, tx, &m); err != nil {
 			return err
 		}

@@ -55,7 +55,7 @@ type Decided struct {
 // until then the write stays pending, and it is not among the returned.
 func (db *DB) ApplyResults(ctx context.Context, b ResultsBatch) ([]Decided, error) {
 	var decided []Decided
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.shortTx(ctx, func(tx *sql.Tx) error {
 		decided = decided[:0]
 		for _, r := range b.Results {
 			d, err := applyResult(ctx, tx, r, b)
