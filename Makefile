@@ -1,5 +1,5 @@
 # The README's commands. `make test` is what CI runs.
-.PHONY: demo test test-large bench bench-initial-sync bench-writes bench-apply bench-sse fuzz build cross
+.PHONY: demo test test-large bench bench-initial-sync bench-writes bench-apply bench-sse bench-connect fuzz build cross
 
 demo:
 	go run ./cmd/broker-embed demo
@@ -25,7 +25,7 @@ fuzz:
 	go test ./events -run '^$$' -fuzz FuzzParseSubject -fuzztime 30s
 	go test ./events -run '^$$' -fuzz FuzzValidateBody -fuzztime 60s
 
-bench: bench-initial-sync bench-writes bench-apply bench-sse
+bench: bench-initial-sync bench-writes bench-apply bench-sse bench-connect
 
 # Initial sync of 1,000,000 records against the raw consume rate (TCP) and
 # the fastest raw SQLite bulk load; prints the figures next to their limits.
@@ -43,6 +43,11 @@ bench-writes:
 # and write -> visible meanwhile.
 bench-apply:
 	go run ./cmd/fsbench apply
+
+# 1,000 devices connecting with their own credentials (auth on) next to the
+# same without auth: time to all connected and the broker's CPU.
+bench-connect:
+	go run ./cmd/fsbench connect --devices 1000
 
 # 20 idle status streams on a 1,000,000-record device: the process's CPU
 # share over 10 s (limit 5% of a core); make test runs it on 100,000.

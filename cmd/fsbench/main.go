@@ -44,6 +44,6 @@ func newRootCmd() *cobra.Command {
 			pprof.StopCPUProfile()
 		}
 	}
-	root.AddCommand(newInitialSyncCmd(), newAgentChildCmd(), newWritesCmd(), newWriteAgentCmd(), newApplyCmd())
+	root.AddCommand(newInitialSyncCmd(), newAgentChildCmd(), newWritesCmd(), newWriteAgentCmd(), newApplyCmd(), newConnectCmd(), newConnectClientsCmd())
 	return root
 }

@@ -63,3 +63,8 @@ func TestApply_Tiny(t *testing.T) {
 	out := runBench(t, "apply", "--records", "200", "--changes", "30", "--baseline", "300ms", "--read-rate", "10", "--write-rate", "5")
 	wantLines(t, out, "(c) user waits", "(d) background merge: 30 rows", "(e) reader (GET /v1/records", "(g) write -> visible")
 }
+
+func TestConnect_Tiny(t *testing.T) {
+	out := runBench(t, "connect", "--devices", "20", "--parallel", "5")
+	wantLines(t, out, "auth jwt (credentials, permissions)  all 20 connected", "auth none", "broker CPU", "auth costs")
+}
