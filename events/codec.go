@@ -175,9 +175,10 @@ func decode(b []byte, e *Envelope, maxVersion int) (err error) {
 		// buffer and grows it further at the next such read.
 		return err
 	}
+	trailing := x.r.Len()
 	decPool.Put(x) // what was read fits in b: the buffer is at most about len(b)
-	if x.r.Len() != 0 {
-		return fmt.Errorf("%w: %d trailing bytes", ErrMalformed, x.r.Len())
+	if trailing != 0 {
+		return fmt.Errorf("%w: %d trailing bytes", ErrMalformed, trailing)
 	}
 	return e.validate(maxVersion)
 }

@@ -195,7 +195,7 @@ func TestDecode_ClaimedLengthsDoNotGrowMemory(t *testing.T) {
 				t.Fatalf("Decode(%q) = %v, want ErrMalformed", in, err)
 			}
 			runtime.ReadMemStats(&after)
-			if n := after.TotalAlloc - before.TotalAlloc; n > 4<<20 {
+			if n := after.TotalAlloc - before.TotalAlloc; n > 8<<20 {
 				t.Fatalf("decode %d of %d bytes allocated %d MiB", i+1, len(in), n>>20)
 			}
 		}
