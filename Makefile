@@ -1,5 +1,5 @@
 # The README's commands. `make test` is what CI runs.
-.PHONY: demo test test-large bench bench-initial-sync bench-writes bench-apply bench-sse bench-connect fuzz build cross
+.PHONY: demo test test-large bench bench-initial-sync bench-writes bench-apply bench-sse bench-connect fuzz fuzz-long build cross
 
 demo:
 	go run ./cmd/broker-embed demo
@@ -20,10 +20,25 @@ cross:
 	GOOS=windows GOARCH=amd64 CGO_ENABLED=0 go build -o bin/device-agent-amd64.exe ./cmd/device-agent
 	GOOS=windows GOARCH=arm64 CGO_ENABLED=0 go build -o bin/device-agent-arm64.exe ./cmd/device-agent
 
+# Fuzz targets, one after another (go test -fuzz takes one target at a
+# time): the envelope decoder, both subject parsers, the body validator and
+# ingest's upload handler (against a real embedded broker). Seeds live in
+# each package's testdata/fuzz/<Target>/; a crash found is written there
+# too and then runs in make test. `make fuzz` is the short run,
+# `make fuzz-long` gives every target FUZZTIME (default 5 minutes).
+FUZZ_TARGETS = events:FuzzDecode events:FuzzParseSubject events:FuzzValidateBody ingest:FuzzIngester_Decide
+FUZZTIME ?= 5m
+
 fuzz:
-	go test ./events -run '^$$' -fuzz FuzzDecode -fuzztime 60s
-	go test ./events -run '^$$' -fuzz FuzzParseSubject -fuzztime 30s
-	go test ./events -run '^$$' -fuzz FuzzValidateBody -fuzztime 60s
+	go test ./events -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 60s
+	go test ./events -run '^$$' -fuzz '^FuzzParseSubject$$' -fuzztime 30s
+	go test ./events -run '^$$' -fuzz '^FuzzValidateBody$$' -fuzztime 60s
+	go test ./ingest -run '^$$' -fuzz '^FuzzIngester_Decide$$' -fuzztime 60s
+
+fuzz-long:
+	set -e; for t in $(FUZZ_TARGETS); do \
+		go test ./$${t%%:*} -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -timeout 0; \
+	done
 
 bench: bench-initial-sync bench-writes bench-apply bench-sse bench-connect
 

@@ -165,15 +165,20 @@ func decode(b []byte, e *Envelope, maxVersion int) (err error) {
 		}
 	}()
 	x := decPool.Get().(*decoder)
-	defer decPool.Put(x)
 	x.r.Reset(b)
 	x.dec.Reset(x.r)
 	*e = Envelope{}
 	if err := readEnvelope(x.dec, e); err != nil {
+		// Not pooled again: a read that failed may have grown the msgpack
+		// decoder's buffer towards a length the bytes only claimed (a str32
+		// or bin32 of 4 GiB in a 20-byte upload), and the decoder keeps that
+		// buffer and grows it further at the next such read.
 		return err
 	}
-	if x.r.Len() != 0 {
-		return fmt.Errorf("%w: %d trailing bytes", ErrMalformed, x.r.Len())
+	trailing := x.r.Len()
+	decPool.Put(x) // what was read fits in b: the buffer is at most about len(b)
+	if trailing != 0 {
+		return fmt.Errorf("%w: %d trailing bytes", ErrMalformed, trailing)
 	}
 	return e.validate(maxVersion)
 }

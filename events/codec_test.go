@@ -3,6 +3,8 @@ package events_test
 import (
 	"bytes"
 	"errors"
+	"runtime"
+	"runtime/debug"
 	"testing"
 	"time"
 
@@ -170,6 +172,33 @@ func TestEncode_RejectsOversizedBody(t *testing.T) {
 	e.Body = mustBody(t, map[string]any{"blob": make([]byte, events.MaxBodySize)})
 	if _, err := events.Encode(e); !errors.Is(err, events.ErrTooLarge) {
 		t.Fatalf("got %v, want ErrTooLarge", err)
+	}
+}
+
+// TestDecode_ClaimedLengthsDoNotGrowMemory: envelopes of a few bytes
+// whose strings claim gigabytes (the input FuzzDecode found, kept in
+// testdata/fuzz/FuzzDecode/004cbfff67be6470) cost each decode at most a
+// few MiB, however many come in a row. A pooled decoder kept the buffer a
+// failed read had grown and grew it again at the next one, until the
+// fuzzer's worker ran out of memory.
+func TestDecode_ClaimedLengthsDoNotGrowMemory(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1)) // the pool keeps what it holds
+	inputs := [][]byte{
+		[]byte("\x88\xa3rid\xa10\xa2op\xc6\xc6\xc6\xc6\xc6\xc6\xc6\xc6v0\xa20000"), // bin32 of 3.3 GiB as "op"
+		{0x81, 0xa2, 'i', 'd', 0xdb, 0xff, 0xff, 0xff, 0xff, 'x'},                   // str32 of 4 GiB as "id"
+	}
+	for _, in := range inputs {
+		for i := range 30 {
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			if _, err := events.Decode(in); !errors.Is(err, events.ErrMalformed) {
+				t.Fatalf("Decode(%q) = %v, want ErrMalformed", in, err)
+			}
+			runtime.ReadMemStats(&after)
+			if n := after.TotalAlloc - before.TotalAlloc; n > 8<<20 {
+				t.Fatalf("decode %d of %d bytes allocated %d MiB", i+1, len(in), n>>20)
+			}
+		}
 	}
 }
 

@@ -72,18 +72,34 @@ func TestOrgStream(t *testing.T) {
 	}
 }
 
+// FuzzParseSubject drives both subject parsers, the change subjects'
+// [events.ParseSubject] and the uploads' [events.ParseUploadSubject]: an
+// error wraps ErrBadSubject, and whatever parses builds the same subject
+// again (so a parsed address never names another record or device).
 func FuzzParseSubject(f *testing.F) {
 	f.Add("fs.org.north.events.event.r1")
 	f.Add("fs.tenant.admin.setting.s")
 	f.Add("fs.org.a.b.c.d.e.f")
+	f.Add("fs.up.tab1.north.events.event.r1")
+	f.Add("fs.up.tab1..events.event.r1")
+	f.Add("fs.up.tab*.north.events.event.>")
 	f.Fuzz(func(t *testing.T, s string) {
-		a, err := events.ParseSubject(s)
+		if a, err := events.ParseSubject(s); err != nil {
+			if !errors.Is(err, events.ErrBadSubject) {
+				t.Fatalf("ParseSubject(%q): %v does not wrap ErrBadSubject", s, err)
+			}
+		} else if back, err := a.Subject(); err != nil || back != s {
+			t.Fatalf("parsed %q but Subject() = %q, %v", s, back, err)
+		}
+		dev, a, err := events.ParseUploadSubject(s)
 		if err != nil {
+			if !errors.Is(err, events.ErrBadSubject) {
+				t.Fatalf("ParseUploadSubject(%q): %v does not wrap ErrBadSubject", s, err)
+			}
 			return
 		}
-		back, err := a.Subject()
-		if err != nil || back != s {
-			t.Fatalf("parsed %q but Subject() = %q, %v", s, back, err)
+		if back, err := events.UploadSubject(dev, a); err != nil || back != s {
+			t.Fatalf("parsed upload %q as %s %+v but UploadSubject = %q, %v", s, dev, a, back, err)
 		}
 	})
 }
