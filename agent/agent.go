@@ -25,6 +25,10 @@ const (
 // scope is already queued.
 var ErrSyncPending = errors.New("agent: a sync is already queued")
 
+// ErrAuthRefused: the broker refuses the device's credentials, so no sync
+// runs until it takes them ([Status.AuthError] says how it refused).
+var ErrAuthRefused = errors.New("agent: the broker refuses the device's credentials")
+
 // Agent is a running device agent. Create it with [Open], run it with
 // [Agent.Run], release it with [Agent.Close].
 type Agent struct {
@@ -122,7 +126,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Info("broker connection", "connected", up, "err", err)
 			if up {
 				kick(a.catchUp) // autosync catches up on what it missed
+				a.retryRefused()
 			}
+			a.statusChanged()
+		}, OnAuthError: func(kind string, err error) {
+			a.log.Warn("broker refused the credentials; sync stops until it takes them", "kind", kind, "err", err, "credentials", a.cfg.Credentials)
 			a.statusChanged()
 		}})
 	if err != nil {
@@ -146,6 +154,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	defer wg.Wait()
 	return a.loop(ctx)
+}
+
+// retryRefused requests at once the sync that failed because the broker
+// refused the credentials, now that it took them (a new credentials file).
+func (a *Agent) retryRefused() {
+	a.mu.Lock()
+	scope, refused := a.failed, errors.Is(a.lastErr, ErrAuthRefused)
+	a.mu.Unlock()
+	if refused {
+		_ = a.RequestSync(scope) // already queued: fine
+	}
 }
 
 // RequestSync queues a sync of scope; it runs after the current one.

@@ -158,6 +158,9 @@ func (a *Agent) runtimeStatus() Status {
 	switch {
 	case st.AuthError != "":
 		st.State = StateAuthError
+		if a.lastErr != nil {
+			st.LastError = a.lastErr.Error()
+		}
 	case tlsErr != "":
 		st.State, st.LastError = StateFailed, "broker TLS: "+tlsErr
 	case a.running != "":
