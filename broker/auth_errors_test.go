@@ -288,5 +288,3 @@ func TestBroker_AuthError_BoundedReconnects(t *testing.T) {
 	t.Logf("connected %v after the credentials file changed", time.Since(replaced).Round(time.Millisecond))
 	hasRecord(t, a, "north", events.ChannelEvents, "event", "e1", v)
 }
-
-
