@@ -63,6 +63,8 @@ type Agent struct {
 	planner   *Planner
 	touched   time.Time
 	wiped     *store.WipeReport
+	revoked   *Revocation   // see [Agent.revokedNow]
+	revokedCh chan struct{} // the broker said the credentials were revoked
 }
 
 // Open validates cfg and opens the device store.
@@ -75,7 +77,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 		log = slog.Default()
 	}
 	a := &Agent{cfg: cfg, log: log.With("device", cfg.DeviceID), requests: make(chan Scope, 4), wake: make(chan struct{}, 1),
-		catchUp: make(chan struct{}, 1), merge: make(chan struct{}, 1), outcomes: outcomeLog{max: outcomeLogBytes}}
+		catchUp: make(chan struct{}, 1), merge: make(chan struct{}, 1), revokedCh: make(chan struct{}, 1), outcomes: outcomeLog{max: outcomeLogBytes}}
 	db, err := store.Open(ctx, cfg.DBPath(), store.Options{OnCommit: a.statusChanged, Log: a.log})
 	if err != nil {
 		return nil, err
@@ -90,6 +92,10 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 		a.refresh.Store(v == "on")
 	}
 	if err := a.enforceRetention(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := a.loadRevocation(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -115,8 +121,18 @@ func (a *Agent) Close() error { return a.db.Close() }
 // Run connects to the broker and syncs: an initial full sync until one
 // succeeds (the device is "online only" before), then a delta sync every
 // SyncInterval from the last completion, plus the syncs requested with
-// [Agent.RequestSync]. It returns when ctx is cancelled.
+// [Agent.RequestSync]. It returns when ctx is cancelled. When the broker
+// says the device's credentials were revoked, it wipes the local data and
+// stops connecting (see [Revocation]); a device revoked earlier does not
+// connect with the same credentials again.
 func (a *Agent) Run(ctx context.Context) error {
+	a.mu.Lock()
+	revoked := a.revoked != nil
+	a.mu.Unlock()
+	if revoked {
+		<-ctx.Done()
+		return nil
+	}
 	inbox, err := events.DeviceInboxPrefix(a.cfg.DeviceID)
 	if err != nil {
 		return err
@@ -132,6 +148,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}, OnAuthError: func(kind string, err error) {
 			a.log.Warn("broker refused the credentials; sync stops until it takes them", "kind", kind, "err", err, "credentials", a.cfg.Credentials)
 			a.statusChanged()
+			if kind == natsjs.AuthTokenRejected { // only the server's "user authentication revoked"
+				kick(a.revokedCh)
+			}
 		}})
 	if err != nil {
 		return err
@@ -143,7 +162,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.client, a.syncer = client, s
 	a.mu.Unlock()
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-ctx.Done():
+		case <-a.revokedCh:
+			a.revokedNow(ctx)
+		}
+	}()
 	go func() {
 		defer wg.Done()
 		a.autosync(ctx, s)

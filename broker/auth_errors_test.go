@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/fieldsync/fieldsync/internal/fstest"
 	"github.com/fieldsync/fieldsync/natsauth"
 	"github.com/fieldsync/fieldsync/natsjs"
+	"github.com/fieldsync/fieldsync/store"
 )
 
 // connCounter is a TCP relay in front of the broker that counts the
@@ -29,6 +31,31 @@ type connCounter struct {
 	count atomic.Int64
 	mu    sync.Mutex
 	at    []time.Time
+	hold  sync.RWMutex // Hold: no byte goes from the client to the server
+}
+
+// Hold stops the traffic from the clients to the server (the connections
+// stay open, the server's messages still arrive) until Release.
+func (c *connCounter) Hold()    { c.hold.Lock() }
+func (c *connCounter) Release() { c.hold.Unlock() }
+
+// pipeHeld copies from in to out like io.Copy, waiting while c is held.
+func (c *connCounter) pipeHeld(out, in net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := in.Read(buf)
+		if n > 0 {
+			c.hold.RLock()
+			_, werr := out.Write(buf[:n])
+			c.hold.RUnlock()
+			if werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func mustCountConns(t *testing.T, b *broker.Broker) *connCounter {
@@ -63,7 +90,7 @@ func mustCountConns(t *testing.T, b *broker.Broker) *connCounter {
 			open = append(open, in, out)
 			mu.Unlock()
 			wg.Add(2)
-			go func() { defer wg.Done(); io.Copy(out, in); out.Close() }()
+			go func() { defer wg.Done(); c.pipeHeld(out, in); out.Close() }()
 			go func() { defer wg.Done(); io.Copy(in, out); in.Close() }()
 		}
 	}()
@@ -96,18 +123,33 @@ func (c *connCounter) Times(start time.Time) []time.Duration {
 // runAgentAt is [runAgent] against the broker at url.
 func runAgentAt(t *testing.T, url, device, creds string, units ...string) *agent.Agent {
 	t.Helper()
+	a, _ := runAgentWith(t, agentRun{url: url, device: device, creds: creds, dataDir: t.TempDir(), log: quietLog()}, units...)
+	return a
+}
+
+type agentRun struct {
+	url, device, creds, dataDir string
+	log                         *slog.Logger
+}
+
+// runAgentWith runs an agent as r says; stop stops it (and is called when
+// the test ends).
+func runAgentWith(t *testing.T, r agentRun, units ...string) (a *agent.Agent, stop func()) {
+	t.Helper()
 	off := false
-	cfg := agent.Config{DeviceID: device, OrgUnits: units, BrokerURL: url, Credentials: creds, DataDir: t.TempDir(),
+	cfg := agent.Config{DeviceID: r.device, OrgUnits: units, BrokerURL: r.url, Credentials: r.creds, DataDir: r.dataDir,
 		APIAddr: "127.0.0.1:0", RefreshMode: &off, SyncInterval: -1}.WithDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := agent.Open(ctx, cfg, quietLog())
+	a, err := agent.Open(ctx, cfg, r.log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done; a.Close() })
-	return a
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done; a.Close() }) }
+	t.Cleanup(stop)
+	return a, stop
 }
 
 // waitAuthError waits until a's status is authentication_error of kind.
@@ -117,8 +159,25 @@ func waitAuthError(t *testing.T, a *agent.Agent, kind string) agent.Status {
 	fstest.Eventually(t, 15*time.Second, func() bool {
 		st, _ = a.Status(context.Background())
 		return st.State == agent.StateAuthError && st.AuthError == kind
-	}, "status authentication_error %s; last state %q auth_error %q last_error %q", kind, &st.State, &st.AuthError, &st.LastError)
+	}, "status authentication_error %s; last %+v", kind, &st)
 	return st
+}
+
+// notRevoked checks that a reports no revocation and still holds the
+// record (unit, events, kind, id).
+func notRevoked(t *testing.T, a *agent.Agent, unit, kind, id string) {
+	t.Helper()
+	st, err := a.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State == agent.StateRevoked || st.Revoked != nil || st.Wiped != nil {
+		t.Fatalf("status %q revoked %+v wiped %+v: only a revocation wipes", st.State, st.Revoked, st.Wiped)
+	}
+	got, err := a.Records(context.Background(), store.Query{Channel: events.ChannelEvents, Unit: unit, Kind: kind, RecordID: id})
+	if err != nil || len(got) != 1 {
+		t.Fatalf("record %s/%s/%s: %+v (%v), want it kept", unit, kind, id, got, err)
+	}
 }
 
 // refusedAgain waits until the relay saw n connections in all: the agent
@@ -211,15 +270,16 @@ func TestBroker_AuthError_PasswordExpired(t *testing.T) {
 	}
 	waitAuthError(t, a, natsjs.AuthPasswordExpired)
 	refusedAgain(t, a, c, 3, natsjs.AuthPasswordExpired)
-	hasRecord(t, a, "north", events.ChannelEvents, "event", "e1", v) // an expiry wipes nothing
+	notRevoked(t, a, "north", "event", "e1") // an expiry wipes nothing
 
 	again := runAgentAt(t, b.ClientURL(), "A", creds, "north")
 	waitAuthError(t, again, natsjs.AuthPasswordExpired)
 }
 
 // TestBroker_AuthError_TokenRejected: a device revoked while connected is
-// told so by the server ("user authentication revoked"): token_rejected,
-// kept through the plain refusals of its reconnects.
+// told so by the server ("user authentication revoked"): token_rejected
+// (the status is revoked, see TestBroker_Revoke_WipesDevice), and it
+// makes no connection attempt after it.
 func TestBroker_AuthError_TokenRejected(t *testing.T) {
 	b := openBroker(t, testConfig(t.TempDir(), "north"))
 	v := publishChange(t, b, "north", events.ChannelEvents, "event", "e1")
@@ -227,8 +287,22 @@ func TestBroker_AuthError_TokenRejected(t *testing.T) {
 	a := runAgentAt(t, c.URL(), "A", fstest.MustDeviceCreds(t, b.Authority(), "A", "north"), "north")
 	hasRecord(t, a, "north", events.ChannelEvents, "event", "e1", v)
 	mustRevoke(t, b, "A")
-	waitAuthError(t, a, natsjs.AuthTokenRejected)
-	refusedAgain(t, a, c, 3, natsjs.AuthTokenRejected)
+	var st agent.Status
+	fstest.Eventually(t, 5*time.Second, func() bool {
+		st, _ = a.Status(context.Background())
+		return st.AuthError == natsjs.AuthTokenRejected && st.State == agent.StateRevoked && st.Revoked.Wiped != nil
+	}, "status revoked, token_rejected; last %+v", &st)
+	// A sync asked for now does not run and dials nothing.
+	if err := a.RequestSync(agent.ScopeFull); err != nil {
+		t.Fatal(err)
+	}
+	fstest.Eventually(t, 5*time.Second, func() bool {
+		st, _ = a.Status(context.Background())
+		return st.Scope == "" && strings.Contains(st.LastError, agent.ErrAuthRefused.Error())
+	}, "the requested sync refused; last %+v", &st)
+	if n := c.N(); n != 1 {
+		t.Fatalf("%d connections, want 1: a revoked device does not reconnect", n)
+	}
 }
 
 // mustRevoke revokes device as `broker-embed device revoke` does.
