@@ -25,6 +25,10 @@ const (
 // scope is already queued.
 var ErrSyncPending = errors.New("agent: a sync is already queued")
 
+// ErrAuthRefused: the broker refuses the device's credentials, so no sync
+// runs until it takes them ([Status.AuthError] says how it refused).
+var ErrAuthRefused = errors.New("agent: the broker refuses the device's credentials")
+
 // Agent is a running device agent. Create it with [Open], run it with
 // [Agent.Run], release it with [Agent.Close].
 type Agent struct {
@@ -59,6 +63,8 @@ type Agent struct {
 	planner   *Planner
 	touched   time.Time
 	wiped     *store.WipeReport
+	revoked   *Revocation   // see [Agent.revokedNow]
+	revokedCh chan struct{} // the broker said the credentials were revoked
 }
 
 // Open validates cfg and opens the device store.
@@ -71,7 +77,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 		log = slog.Default()
 	}
 	a := &Agent{cfg: cfg, log: log.With("device", cfg.DeviceID), requests: make(chan Scope, 4), wake: make(chan struct{}, 1),
-		catchUp: make(chan struct{}, 1), merge: make(chan struct{}, 1), outcomes: outcomeLog{max: outcomeLogBytes}}
+		catchUp: make(chan struct{}, 1), merge: make(chan struct{}, 1), revokedCh: make(chan struct{}, 1), outcomes: outcomeLog{max: outcomeLogBytes}}
 	db, err := store.Open(ctx, cfg.DBPath(), store.Options{OnCommit: a.statusChanged, Log: a.log})
 	if err != nil {
 		return nil, err
@@ -86,6 +92,10 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 		a.refresh.Store(v == "on")
 	}
 	if err := a.enforceRetention(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := a.loadRevocation(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -111,8 +121,18 @@ func (a *Agent) Close() error { return a.db.Close() }
 // Run connects to the broker and syncs: an initial full sync until one
 // succeeds (the device is "online only" before), then a delta sync every
 // SyncInterval from the last completion, plus the syncs requested with
-// [Agent.RequestSync]. It returns when ctx is cancelled.
+// [Agent.RequestSync]. It returns when ctx is cancelled. When the broker
+// says the device's credentials were revoked, it wipes the local data and
+// stops connecting (see [Revocation]); a device revoked earlier does not
+// connect with the same credentials again.
 func (a *Agent) Run(ctx context.Context) error {
+	a.mu.Lock()
+	revoked := a.revoked != nil
+	a.mu.Unlock()
+	if revoked {
+		<-ctx.Done()
+		return nil
+	}
 	inbox, err := events.DeviceInboxPrefix(a.cfg.DeviceID)
 	if err != nil {
 		return err
@@ -122,8 +142,15 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Info("broker connection", "connected", up, "err", err)
 			if up {
 				kick(a.catchUp) // autosync catches up on what it missed
+				a.retryRefused()
 			}
 			a.statusChanged()
+		}, OnAuthError: func(kind string, err error) {
+			a.log.Warn("broker refused the credentials; sync stops until it takes them", "kind", kind, "err", err, "credentials", a.cfg.Credentials)
+			a.statusChanged()
+			if kind == natsjs.AuthTokenRejected { // only the server's "user authentication revoked"
+				kick(a.revokedCh)
+			}
 		}})
 	if err != nil {
 		return err
@@ -135,7 +162,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.client, a.syncer = client, s
 	a.mu.Unlock()
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-ctx.Done():
+		case <-a.revokedCh:
+			a.revokedNow(ctx)
+		}
+	}()
 	go func() {
 		defer wg.Done()
 		a.autosync(ctx, s)
@@ -146,6 +181,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	defer wg.Wait()
 	return a.loop(ctx)
+}
+
+// retryRefused requests at once the sync that failed because the broker
+// refused the credentials, now that it took them (a new credentials file).
+func (a *Agent) retryRefused() {
+	a.mu.Lock()
+	scope, refused := a.failed, errors.Is(a.lastErr, ErrAuthRefused)
+	a.mu.Unlock()
+	if refused {
+		_ = a.RequestSync(scope) // already queued: fine
+	}
 }
 
 // RequestSync queues a sync of scope; it runs after the current one.

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/fieldsync/fieldsync/store"
@@ -80,6 +81,12 @@ func (a *Agent) runSync(ctx context.Context, scope Scope, automatic bool) {
 	a.syncMu.Lock()
 	defer a.syncMu.Unlock()
 	a.mu.Lock()
+	if kind := a.client.AuthError(); kind != "" {
+		a.syncFailedLocked(scope, fmt.Errorf("%w (%s)", ErrAuthRefused, kind))
+		a.log.Warn("sync not started: the broker refuses the credentials", "scope", scope, "kind", kind, "retry_at", a.retryAt)
+		a.mu.Unlock()
+		return
+	}
 	a.running, a.started, a.reminder = scope, time.Now(), nil
 	syncer := a.syncer
 	a.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/natsjs"
 	"github.com/fieldsync/fieldsync/store"
 )
 
@@ -24,6 +25,11 @@ const (
 	// StateIncompatible: agent and server protocol versions do not fit;
 	// nothing syncs until one side is upgraded (LastError says which).
 	StateIncompatible = "incompatible_server"
+	// StateRevoked: the broker said the device's credentials were revoked
+	// (AuthError token_rejected); its org data was wiped and it does not
+	// connect until other credentials are configured (Revoked says what
+	// was lost).
+	StateRevoked = "revoked"
 )
 
 // Status is what the agent reports about itself (GET /v1/status).
@@ -49,6 +55,8 @@ type Status struct {
 	Wiped *store.WipeReport `json:"wiped,omitempty"`
 	// AuthError is set while the broker refuses the device\'s credentials.
 	AuthError string `json:"auth_error,omitempty"`
+	// Revoked is set once the broker revoked the device's credentials.
+	Revoked *Revocation `json:"revoked,omitempty"`
 	// RefreshMode is the non-blocking sync setting; Blocking is set while a
 	// blocking sync runs (the app should wait for it).
 	RefreshMode bool `json:"refresh_mode"`
@@ -155,9 +163,19 @@ func (a *Agent) runtimeStatus() Status {
 			tlsErr = a.client.TLSError()
 		}
 	}
+	if a.revoked != nil {
+		r := *a.revoked
+		st.Revoked, st.AuthError = &r, natsjs.AuthTokenRejected
+	}
 	switch {
 	case st.AuthError != "":
 		st.State = StateAuthError
+		if st.Revoked != nil {
+			st.State = StateRevoked
+		}
+		if a.lastErr != nil {
+			st.LastError = a.lastErr.Error()
+		}
 	case tlsErr != "":
 		st.State, st.LastError = StateFailed, "broker TLS: "+tlsErr
 	case a.running != "":

@@ -83,17 +83,34 @@ func (a *Authority) saveRegistry(r registry) error {
 	return writeFileAtomic(filepath.Join(a.dir, registryFile), append(b, '\n'))
 }
 
+// DeviceOption tunes [Authority.AddDevice].
+type DeviceOption func(*deviceOptions)
+
+type deviceOptions struct{ ttl time.Duration }
+
+// ExpiresIn makes the device's credentials expire after d: the server
+// then disconnects the device with "user authentication expired" and
+// refuses it from then on (the agent reports password_expired). By
+// default a device's credentials do not expire.
+func ExpiresIn(d time.Duration) DeviceOption {
+	return func(o *deviceOptions) { o.ttl = d }
+}
+
 // AddDevice issues credentials to device for units: a user JWT with
 // [DevicePermissions] and its nkey seed, as the contents of a .creds file
 // ([jwt.FormatUserConfig]), and records the user. A device already issued
 // and not revoked is [ErrExists]; a revoked one may be issued again (new
 // key).
-func (a *Authority) AddDevice(device string, units []string) ([]byte, User, error) {
+func (a *Authority) AddDevice(device string, units []string, opts ...DeviceOption) ([]byte, User, error) {
 	perms, err := DevicePermissions(device, units)
 	if err != nil {
 		return nil, User{}, err
 	}
-	return a.add(KindDevice, device, units, perms, 0, "")
+	var o deviceOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return a.add(KindDevice, device, units, perms, o.ttl, "")
 }
 
 // AddIntegration issues credentials to the integration name, reading

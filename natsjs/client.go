@@ -7,6 +7,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fieldsync/fieldsync/internal/retry"
 )
 
 // Client is a JetStream connection with fieldsync's operations on it.
@@ -14,6 +16,9 @@ type Client struct {
 	nc   *nats.Conn
 	js   jetstream.JetStream
 	owns bool
+	auth *authState
+	stop context.CancelFunc // the credentials watcher
+	done chan struct{}
 }
 
 // ConnectOptions tune [Connect].
@@ -39,15 +44,31 @@ type ConnectOptions struct {
 	// certificate must chain to. Set, the connection uses TLS only
 	// (whatever the URL's scheme) and refuses a server it cannot verify.
 	CA string
+	// OnAuthError, when set, is told when the broker refuses the
+	// credentials and each time [Client.AuthError] changes kind (for
+	// example from login_failed to token_rejected). It runs on nats.go's
+	// callback goroutine: do not block in it.
+	OnAuthError func(kind string, err error)
+	// AuthRetry is the wait between connection attempts after a refusal of
+	// the credentials (default [AuthRetry]). A change of the credentials
+	// file retries at once.
+	AuthRetry retry.Policy
 }
 
-// Connect dials the broker at url.
+// Connect dials the broker at url. It keeps reconnecting after a
+// disconnect, every second while the broker cannot be reached, and with
+// the [ConnectOptions.AuthRetry] backoff while it refuses the
+// credentials ([Client.AuthError] says how), so a refused device does
+// not hammer the broker and comes back by itself once its credentials
+// file holds credentials the broker takes.
 func Connect(url string, o ConnectOptions) (*Client, error) {
 	if o.Timeout == 0 {
 		o.Timeout = 5 * time.Second
 	}
+	auth := &authState{creds: o.Credentials, policy: o.AuthRetry.WithDefaults(AuthRetry), onChange: o.OnAuthError}
 	opts := []nats.Option{nats.Name(o.Name), nats.Timeout(o.Timeout), nats.MaxReconnects(-1),
-		nats.ReconnectWait(time.Second), nats.RetryOnFailedConnect(o.RetryOnFailedConnect)}
+		nats.CustomReconnectDelay(auth.delay), nats.IgnoreAuthErrorAbort(), nats.RetryOnFailedConnect(o.RetryOnFailedConnect),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { auth.note(err) })}
 	if o.Credentials != "" {
 		opts = append(opts, nats.UserCredentials(o.Credentials))
 	}
@@ -57,12 +78,15 @@ func Connect(url string, o ConnectOptions) (*Client, error) {
 	if o.CA != "" {
 		opts = append(opts, nats.RootCAs(o.CA))
 	}
-	if f := o.OnStateChange; f != nil {
-		opts = append(opts,
-			nats.ConnectHandler(func(*nats.Conn) { f(true, nil) }),
-			nats.ReconnectHandler(func(*nats.Conn) { f(true, nil) }),
-			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { f(false, err) }))
+	f := o.OnStateChange
+	if f == nil {
+		f = func(bool, error) {}
 	}
+	opts = append(opts,
+		nats.ConnectHandler(func(*nats.Conn) { auth.connected(); f(true, nil) }),
+		nats.ReconnectHandler(func(*nats.Conn) { auth.connected(); f(true, nil) }),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { auth.note(err) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { auth.note(err); f(false, err) }))
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: connect %s: %w", url, err)
@@ -72,7 +96,18 @@ func Connect(url string, o ConnectOptions) (*Client, error) {
 		nc.Close()
 		return nil, err
 	}
-	c.owns = true
+	c.owns, c.auth = true, auth
+	auth.mu.Lock()
+	auth.conn = nc
+	auth.mu.Unlock()
+	if o.Credentials != "" {
+		ctx, stop := context.WithCancel(context.Background())
+		c.stop, c.done = stop, make(chan struct{})
+		go func() {
+			defer close(c.done)
+			auth.watchCredentials(ctx, time.Second)
+		}()
+	}
 	return c, nil
 }
 
@@ -83,7 +118,7 @@ func NewClient(nc *nats.Conn) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: %w", err)
 	}
-	return &Client{nc: nc, js: js}, nil
+	return &Client{nc: nc, js: js, auth: &authState{}}, nil
 }
 
 // Conn is the underlying connection.
@@ -94,6 +129,10 @@ func (c *Client) Connected() bool { return c.nc.IsConnected() }
 
 // Close closes the connection if the client opened it.
 func (c *Client) Close() {
+	if c.stop != nil {
+		c.stop()
+		<-c.done
+	}
 	if c.owns {
 		c.nc.Close()
 	}
