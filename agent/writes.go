@@ -80,9 +80,21 @@ func (s *Syncer) Write(ctx context.Context, r WriteRequest) (store.Mutation, err
 	return s.db.LocalWrite(ctx, w, newMutationID(), time.Now())
 }
 
+// ErrRevoked: the server revoked this device; it takes no more local
+// writes (they could never be uploaded) until other credentials are
+// configured.
+var ErrRevoked = errors.New("agent: this device was revoked by the server")
+
 // Write applies a local change to the live view, queues it, and wakes the
-// autosync so it goes up at once while online.
+// autosync so it goes up at once while online. A revoked device refuses
+// it ([ErrRevoked]).
 func (a *Agent) Write(ctx context.Context, r WriteRequest) (store.Mutation, error) {
+	a.mu.Lock()
+	revoked := a.revoked != nil
+	a.mu.Unlock()
+	if revoked {
+		return store.Mutation{}, ErrRevoked
+	}
 	s := a.currentSyncer()
 	m, err := s.Write(ctx, r)
 	if err == nil {

@@ -3,6 +3,7 @@ package broker_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -104,6 +105,10 @@ func TestBroker_Revoke_WipesDevice(t *testing.T) {
 		t.Fatalf("restarted A: %+v (%v), want revoked with the unsent write reported", st, err)
 	}
 	mustBeEmpty(t, a)
+	if _, err := a.Write(ctx, agent.WriteRequest{OrgUnit: "north", Channel: string(events.ChannelEvents), Kind: "event",
+		RecordID: "after-revoke", Body: map[string]any{"a": 1}}); !errors.Is(err, agent.ErrRevoked) {
+		t.Fatalf("a local write on the revoked device: %v, want ErrRevoked (it could never be uploaded)", err)
+	}
 	if err := a.RequestSync(agent.ScopeFull); err != nil {
 		t.Fatal(err)
 	}

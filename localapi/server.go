@@ -321,6 +321,10 @@ func (h *handler) write(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_write", err.Error())
 		return
 	}
+	if errors.Is(err, agent.ErrRevoked) {
+		writeError(w, http.StatusForbidden, "revoked", err.Error())
+		return
+	}
 	if err != nil {
 		h.internal(w, err)
 		return
