@@ -21,8 +21,14 @@ import (
 // credentials file creds against b until the test ends.
 func runAgent(t *testing.T, b *broker.Broker, device, creds string, units ...string) *agent.Agent {
 	t.Helper()
+	return runAgentCA(t, b, device, creds, "", units...)
+}
+
+// runAgentCA is runAgent with the agent's ca setting ("": none).
+func runAgentCA(t *testing.T, b *broker.Broker, device, creds, ca string, units ...string) *agent.Agent {
+	t.Helper()
 	off := false
-	cfg := agent.Config{DeviceID: device, OrgUnits: units, BrokerURL: b.ClientURL(), Credentials: creds, DataDir: t.TempDir(),
+	cfg := agent.Config{DeviceID: device, OrgUnits: units, BrokerURL: b.ClientURL(), Credentials: creds, CA: ca, DataDir: t.TempDir(),
 		APIAddr: "127.0.0.1:0", RefreshMode: &off, SyncInterval: -1}.WithDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := agent.Open(ctx, cfg, quietLog())

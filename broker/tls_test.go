@@ -75,23 +75,6 @@ func TestBroker_TLS_PlainRefused(t *testing.T) {
 	}
 }
 
-// runTLSAgent is runAgent with the agent's ca setting.
-func runTLSAgent(t *testing.T, b *broker.Broker, device, creds, ca string, units ...string) *agent.Agent {
-	t.Helper()
-	off := false
-	cfg := agent.Config{DeviceID: device, OrgUnits: units, BrokerURL: b.ClientURL(), Credentials: creds, CA: ca, DataDir: t.TempDir(),
-		APIAddr: "127.0.0.1:0", RefreshMode: &off, SyncInterval: -1}.WithDefaults()
-	ctx, cancel := context.WithCancel(context.Background())
-	a, err := agent.Open(ctx, cfg, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done; a.Close() })
-	return a
-}
-
 // TestBroker_TLS_Agent: an agent configured with the broker's CA syncs
 // over TLS; one with another CA refuses the server, and its status says
 // why.
@@ -100,10 +83,10 @@ func TestBroker_TLS_Agent(t *testing.T) {
 	b := openBroker(t, tlsConfig(t, f, "north"))
 	v := publishChange(t, b, "north", events.ChannelEvents, "event", "e1")
 
-	good := runTLSAgent(t, b, "A", fstest.MustDeviceCreds(t, b.Authority(), "A", "north"), f.CA, "north")
+	good := runAgentCA(t, b, "A", fstest.MustDeviceCreds(t, b.Authority(), "A", "north"), f.CA, "north")
 	hasRecord(t, good, "north", events.ChannelEvents, "event", "e1", v)
 
-	bad := runTLSAgent(t, b, "B", fstest.MustDeviceCreds(t, b.Authority(), "B", "north"), fstest.MustTLSFiles(t).CA, "north")
+	bad := runAgentCA(t, b, "B", fstest.MustDeviceCreds(t, b.Authority(), "B", "north"), fstest.MustTLSFiles(t).CA, "north")
 	var st agent.Status
 	fstest.Eventually(t, 15*time.Second, func() bool {
 		var err error

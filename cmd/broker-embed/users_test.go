@@ -62,7 +62,9 @@ func listUsers(t *testing.T, kind, dir string) []natsauth.User {
 	return users
 }
 
-func mustCredsFile(t *testing.T, path string) {
+// mustPrivateFile reads path and checks it is readable by its owner only
+// (0600; Windows has no Unix modes).
+func mustPrivateFile(t *testing.T, path string) []byte {
 	t.Helper()
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -71,7 +73,16 @@ func mustCredsFile(t *testing.T, path string) {
 	if runtime.GOOS != "windows" && fi.Mode().Perm() != 0o600 {
 		t.Fatalf("%s has mode %v, want 0600", path, fi.Mode().Perm())
 	}
-	b, _ := os.ReadFile(path)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func mustCredsFile(t *testing.T, path string) {
+	t.Helper()
+	b := mustPrivateFile(t, path)
 	if !strings.Contains(string(b), "BEGIN NATS USER JWT") || !strings.Contains(string(b), "BEGIN USER NKEY SEED") {
 		t.Fatalf("%s is not a NATS credentials file:\n%s", path, b)
 	}
@@ -243,14 +254,7 @@ func TestIntegrationCmd_AddListRevoke(t *testing.T) {
 // one token) and returns the token.
 func mustTokenFile(t *testing.T, path string) string {
 	t.Helper()
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if runtime.GOOS != "windows" && fi.Mode().Perm() != 0o600 {
-		t.Fatalf("%s has mode %v, want 0600", path, fi.Mode().Perm())
-	}
-	b, _ := os.ReadFile(path)
+	b := mustPrivateFile(t, path)
 	token := strings.TrimSpace(string(b))
 	if !strings.HasPrefix(token, "fsi_") || strings.ContainsAny(token, " \n") {
 		t.Fatalf("%s does not hold one token: %q", path, b)
