@@ -275,11 +275,31 @@ func bindDurable(ctx context.Context, s jetstream.Stream, spec CursorSpec) (jets
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = spec.After + 1
 	}
-	cons, err = s.CreateOrUpdateConsumer(ctx, cfg)
+	cons, err = createReplaced(ctx, s, cfg)
 	if err != nil {
 		return nil, false, fmt.Errorf("natsjs: create durable %s: %w", spec.Durable, err)
 	}
 	return cons, true, nil
+}
+
+// createReplaced creates the durable cfg describes. Right after the old
+// one of the same name was deleted, nats-server 2.15.2 may still be
+// removing its files and answer a create with an internal error (code
+// 500, "rename …/o.dat.tmp …: no such file or directory"): that is tried
+// again a few times, shortly, before it is returned.
+func createReplaced(ctx context.Context, s jetstream.Stream, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	for attempt := 1; ; attempt++ {
+		cons, err := s.CreateOrUpdateConsumer(ctx, cfg)
+		var apiErr *jetstream.APIError
+		if err == nil || attempt == 5 || !errors.As(err, &apiErr) || apiErr.Code != 500 {
+			return cons, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Duration(attempt) * 20 * time.Millisecond):
+		}
+	}
 }
 
 func checkFirstSeq(ctx context.Context, s jetstream.Stream, after uint64) error {
