@@ -185,7 +185,7 @@ func TestDecode_ClaimedLengthsDoNotGrowMemory(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(-1)) // the pool keeps what it holds
 	inputs := [][]byte{
 		[]byte("\x88\xa3rid\xa10\xa2op\xc6\xc6\xc6\xc6\xc6\xc6\xc6\xc6v0\xa20000"), // bin32 of 3.3 GiB as "op"
-		{0x81, 0xa2, 'i', 'd', 0xdb, 0xff, 0xff, 0xff, 0xff, 'x'},                   // str32 of 4 GiB as "id"
+		{0x81, 0xa2, 'i', 'd', 0xdb, 0xff, 0xff, 0xff, 0xff, 'x'},                  // str32 of 4 GiB as "id"
 	}
 	for _, in := range inputs {
 		for i := range 30 {
