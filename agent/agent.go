@@ -63,8 +63,12 @@ type Agent struct {
 	planner   *Planner
 	touched   time.Time
 	wiped     *store.WipeReport
-	revoked   *Revocation   // see [Agent.revokedNow]
-	revokedCh chan struct{} // the broker said the credentials were revoked
+	revoked   *Revocation                  // see [Agent.revokedNow]
+	revokedCh chan struct{}                // the broker said the credentials were revoked
+	grant     atomic.Pointer[events.Grant] // see assignments.go
+	unassign  chan struct{}                // the grant changed the units
+	connected chan struct{}                // the connection came up: ask for the grant
+	refused   chan struct{}                // the broker refused the credentials
 }
 
 // Open validates cfg and opens the device store.
@@ -77,7 +81,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 		log = slog.Default()
 	}
 	a := &Agent{cfg: cfg, log: log.With("device", cfg.DeviceID), requests: make(chan Scope, 4), wake: make(chan struct{}, 1),
-		catchUp: make(chan struct{}, 1), merge: make(chan struct{}, 1), revokedCh: make(chan struct{}, 1), outcomes: outcomeLog{max: outcomeLogBytes}}
+		catchUp: make(chan struct{}, 1), merge: make(chan struct{}, 1), revokedCh: make(chan struct{}, 1), unassign: make(chan struct{}, 1),
+		connected: make(chan struct{}, 1), refused: make(chan struct{}, 1), outcomes: outcomeLog{max: outcomeLogBytes}}
 	db, err := store.Open(ctx, cfg.DBPath(), store.Options{OnCommit: a.statusChanged, Log: a.log})
 	if err != nil {
 		return nil, err
@@ -92,6 +97,10 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 		a.refresh.Store(v == "on")
 	}
 	if err := a.enforceRetention(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := a.loadGrant(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -138,31 +147,39 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	client, err := natsjs.Connect(a.cfg.BrokerURL, natsjs.ConnectOptions{Name: "fieldsync-agent " + a.cfg.DeviceID,
-		Credentials: a.cfg.Credentials, CA: a.cfg.CA, InboxPrefix: inbox, RetryOnFailedConnect: true, OnStateChange: func(up bool, err error) {
+		Credentials: a.cfg.Credentials, JWT: a.grantJWT, CA: a.cfg.CA, InboxPrefix: inbox, RetryOnFailedConnect: true,
+		OnStateChange: func(up bool, err error) {
 			a.log.Info("broker connection", "connected", up, "err", err)
 			if up {
 				kick(a.catchUp) // autosync catches up on what it missed
+				kick(a.connected)
 				a.retryRefused()
 			}
 			a.statusChanged()
 		}, OnAuthError: func(kind string, err error) {
 			a.log.Warn("broker refused the credentials; sync stops until it takes them", "kind", kind, "err", err, "credentials", a.cfg.Credentials)
 			a.statusChanged()
-			if kind == natsjs.AuthTokenRejected { // only the server's "user authentication revoked"
-				kick(a.revokedCh)
+			if kind == natsjs.AuthTokenRejected || kind == natsjs.AuthLoginFailed {
+				kick(a.refused)
 			}
 		}})
 	if err != nil {
 		return err
 	}
 	defer client.Close()
+	grants, err := client.SubscribeGrants(a.cfg.DeviceID, func(g events.Grant) error { return a.takeGrant(ctx, g) })
+	if err != nil {
+		return err
+	}
+	defer grants.Unsubscribe()
 	s := NewSyncer(a.cfg, client, a.db, a.log)
+	s.orgUnits = a.OrgUnits
 	s.refresh, s.metrics, s.onChange, s.onDecided = a.RefreshMode, a.metrics, a.statusChanged, a.outcomes.add
 	a.mu.Lock()
 	a.client, a.syncer = client, s
 	a.mu.Unlock()
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(5)
 	go func() {
 		defer wg.Done()
 		select {
@@ -170,6 +187,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-a.revokedCh:
 			a.revokedNow(ctx)
 		}
+	}()
+	go func() {
+		defer wg.Done()
+		a.accessWatch(ctx, client)
+	}()
+	go func() {
+		defer wg.Done()
+		a.unassigner(ctx)
 	}()
 	go func() {
 		defer wg.Done()

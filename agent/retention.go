@@ -13,10 +13,19 @@ const metaLastUsed = "last_used_at"
 // touchEvery bounds how often API use is recorded.
 const touchEvery = time.Minute
 
-// SignIn records that user signed in on the device: the retention count
-// starts again.
-// The first sign-in of a day starts a sync, as in the seeds.
+// SignIn signs user in on the device. Online, the server checks the user
+// against the Admin data (known, not disabled, assigned to this device's
+// org units): a refusal is an error wrapping [ErrSignInRefused] that says
+// why, and changes nothing; an accepted user's assignments decide the
+// device's units from then on ([events.Grant]). Offline, only the user
+// already signed in may sign in again ([ErrOffline] otherwise). Then the
+// retention count starts again, and the first sign-in of a day starts a
+// sync, as in the seeds.
 func (a *Agent) SignIn(ctx context.Context, user string) error {
+	if err := a.checkSignIn(ctx, user); err != nil {
+		a.log.Warn("sign-in refused", "user", user, "err", err)
+		return err
+	}
 	a.log.Info("sign-in", "user", user)
 	a.mu.Lock()
 	first := a.completed.IsZero() || !sameDay(a.completed, a.now())

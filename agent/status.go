@@ -153,7 +153,7 @@ func (a *Agent) stagingStatus(ctx context.Context, st *Status) error {
 func (a *Agent) runtimeStatus() Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	st := Status{DeviceID: a.cfg.DeviceID, User: a.cfg.User, OrgUnits: a.cfg.OrgUnits, ProtocolVersion: events.SchemaVersion,
+	st := Status{DeviceID: a.cfg.DeviceID, User: a.User(), OrgUnits: a.OrgUnits(), ProtocolVersion: events.SchemaVersion,
 		Progress: []ChannelProgress{}, Scope: a.running}
 	st.Connected = a.client != nil && a.client.Connected()
 	var tlsErr string

@@ -22,13 +22,14 @@ type Syncer struct {
 	db       *store.DB
 	log      *slog.Logger
 	progress atomic.Pointer[progress]
-	staging  atomic.Bool // the running sync downloads into staging
-	refresh  func() bool // the refresh-mode setting, read at each sync start
-	unparked atomic.Bool // parked changes were re-read with this build's reader
-	upMu     sync.Mutex  // one upload at a time (sync and autosync)
-	resMu    sync.Mutex  // one results reader at a time
-	metrics  syncMetrics // nil: nothing is reported
-	onChange func()      // told when the progress changes (nil: nobody)
+	staging  atomic.Bool     // the running sync downloads into staging
+	refresh  func() bool     // the refresh-mode setting, read at each sync start
+	unparked atomic.Bool     // parked changes were re-read with this build's reader
+	upMu     sync.Mutex      // one upload at a time (sync and autosync)
+	resMu    sync.Mutex      // one results reader at a time
+	metrics  syncMetrics     // nil: nothing is reported
+	orgUnits func() []string // the units carried now (nil: the config's)
+	onChange func()          // told when the progress changes (nil: nobody)
 	// onDecided is told what each committed batch of results decided
 	// (the agent's outcome log; nil: nobody).
 	onDecided func([]store.Decided)
@@ -199,7 +200,15 @@ func (s *Syncer) Progress() []ChannelProgress { return s.progress.Load().snapsho
 // from the tenant-wide stream ("").
 func (s *Syncer) units(ch events.Channel) []string {
 	if ch == events.ChannelAdmin {
-		return append([]string{""}, s.cfg.OrgUnits...)
+		return append([]string{""}, s.carried()...)
+	}
+	return s.carried()
+}
+
+// carried returns the org units the device carries now.
+func (s *Syncer) carried() []string {
+	if s.orgUnits != nil {
+		return s.orgUnits()
 	}
 	return s.cfg.OrgUnits
 }

@@ -43,8 +43,8 @@ func (s *Syncer) validWrite(r WriteRequest) (store.Write, error) {
 	if err := w.Addr.Validate(); err != nil {
 		return w, fmt.Errorf("%w: %w", ErrBadWrite, err)
 	}
-	if !slices.Contains(s.cfg.OrgUnits, r.OrgUnit) {
-		return w, fmt.Errorf("%w: org unit %q is not one of this device's (%v)", ErrBadWrite, r.OrgUnit, s.cfg.OrgUnits)
+	if units := s.carried(); !slices.Contains(units, r.OrgUnit) {
+		return w, fmt.Errorf("%w: org unit %q is not one of this device's (%v)", ErrBadWrite, r.OrgUnit, units)
 	}
 	if err := s.cfg.Kinds.Check(w.Addr.Channel, w.Addr.Kind); err != nil {
 		return w, fmt.Errorf("%w: the kinds setting leaves %s records out: %w", ErrBadWrite, r.Kind, err)
@@ -109,7 +109,9 @@ func (a *Agent) currentSyncer() *Syncer {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.syncer == nil {
-		return NewSyncer(a.cfg, nil, a.db, a.log)
+		s := NewSyncer(a.cfg, nil, a.db, a.log)
+		s.orgUnits = a.OrgUnits
+		return s
 	}
 	return a.syncer
 }

@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"context"
+
 	"github.com/nats-io/nats.go"
 
 	"github.com/fieldsync/fieldsync/natsauth"
@@ -41,3 +43,19 @@ func (b *Broker) connect(role natsauth.Role) (*nats.Conn, error) {
 // Authority is the broker's operator side (keys, issued users), nil when
 // the config says auth: none.
 func (b *Broker) Authority() *natsauth.Authority { return b.auth }
+
+// pushAccount applies the tenant account's current JWT (revocations,
+// re-issued devices) on the embedded server, over an in-process system
+// account connection (so it works whatever the device listener requires).
+func (b *Broker) pushAccount(ctx context.Context) error {
+	userJWT, seed, err := b.auth.SystemUser()
+	if err != nil {
+		return err
+	}
+	nc, err := b.srv.Connect("fieldsync-admin", nats.UserJWTAndSeed(userJWT, seed))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	return natsauth.PushAccountOn(ctx, nc, b.auth.TenantAccount(), b.auth.TenantJWT())
+}

@@ -36,6 +36,7 @@ type Broker struct {
 	stopIngest context.CancelFunc
 	ingestDone chan error
 	ingest     ingestHealth
+	access     *accessControl
 	http       *http.Server
 	ln         net.Listener
 	done       chan error
@@ -82,6 +83,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Broker, err err
 		return nil, err
 	}
 	b.metrics = b.newMetrics()
+	if err = b.startAccess(ctx); err != nil {
+		return nil, err
+	}
 	if err = b.startIngest(ctx); err != nil {
 		return nil, err
 	}
@@ -137,7 +141,11 @@ func (b *Broker) startIngest(ctx context.Context) error {
 	b.stopIngest, b.ingestDone = cancel, make(chan error, 1)
 	first := make(chan struct{})
 	var once sync.Once
-	in := ingest.New(client, ingest.Options{Rights: b.cfg.Rights, Policy: b.cfg.Ingest, Log: b.log,
+	var authz ingest.Authorizer
+	if b.access != nil {
+		authz = b.access
+	}
+	in := ingest.New(client, ingest.Options{Rights: b.cfg.Rights, Access: authz, Policy: b.cfg.Ingest, Log: b.log,
 		OnResult: func(r *events.Result) { b.metrics.Ingested(string(r.Status)) },
 		OnHealth: func(err error) {
 			b.ingest.set(err)
@@ -183,6 +191,9 @@ func (b *Broker) close(ctx context.Context) error {
 	}
 	if b.sub != nil {
 		errs = append(errs, b.sub.Drain())
+	}
+	if b.access != nil {
+		b.access.close()
 	}
 	for _, nc := range []*nats.Conn{b.nc, b.ingestNC, b.publishNC} {
 		if nc != nil {

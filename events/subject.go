@@ -181,3 +181,15 @@ func DeviceResultSubjects(device string) (string, error) {
 	}
 	return subjectRoot + "." + resultToken + "." + device + ".>", nil
 }
+
+// KindSubjects returns the filter of every record of kind in channel ch of
+// unit ("" the tenant-wide admin data): fs.org.<unit>.<ch>.<kind>.* or
+// fs.tenant.admin.<kind>.*.
+func KindSubjects(unit string, ch Channel, kind string) (string, error) {
+	a := Address{OrgUnit: unit, Channel: ch, Kind: kind, RecordID: "x"}
+	s, err := a.Subject()
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(s, ".x") + ".*", nil
+}

@@ -44,6 +44,11 @@ func (in *Ingester) decide(ctx context.Context, u *natsjs.Upload) (*events.Resul
 	if err := in.rights.Allowed(dev, addr); err != nil {
 		return in.result(e, events.Rejected, events.ReasonNotAllowed, err.Error()), nil
 	}
+	if in.access != nil {
+		if err := in.access.MayWrite(dev, addr); err != nil {
+			return in.result(e, events.Rejected, events.ReasonNotAllowed, err.Error()), nil
+		}
+	}
 	return in.apply(ctx, u, e)
 }
 

@@ -20,6 +20,7 @@ type Ingester struct {
 	client   *natsjs.Client
 	pub      *natsjs.Publisher
 	rights   Rights
+	access   Authorizer
 	policy   natsjs.IngestPolicy
 	retry    retry.Policy
 	onRes    func(*events.Result)
@@ -42,6 +43,9 @@ var DefaultRetry = retry.Policy{Initial: time.Second, Max: 30 * time.Second}
 // Options tune an [Ingester].
 type Options struct {
 	Rights Rights
+	// Access, if set, also decides each write (the broker's view of the
+	// device's current org units and its user's role permissions).
+	Access Authorizer
 	// Policy is the upload side's policy (its AckWait is used).
 	Policy natsjs.IngestPolicy
 	// OnResult, if set, is told of every result published (metrics).
@@ -72,7 +76,7 @@ func New(client *natsjs.Client, o Options) *Ingester {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	return &Ingester{client: client, pub: client.Publisher(), rights: o.Rights.withDefaults(), policy: o.Policy,
+	return &Ingester{client: client, pub: client.Publisher(), rights: o.Rights.withDefaults(), access: o.Access, policy: o.Policy,
 		retry: o.Retry.WithDefaults(DefaultRetry), onRes: o.OnResult, onHealth: o.OnHealth, log: o.Log, workers: o.Workers, now: time.Now}
 }
 

@@ -7,6 +7,14 @@ import (
 	"github.com/fieldsync/fieldsync/events"
 )
 
+// Authorizer decides whether device may write the record at a now: the
+// broker's access control (its current org units, its user's role
+// permissions from the Admin data). An error says why not, and the write
+// is rejected with [events.ReasonNotAllowed] and that reason.
+type Authorizer interface {
+	MayWrite(device string, a events.Address) error
+}
+
 // Rights says what devices may write.
 type Rights struct {
 	// Devices maps a device id to the org units it may write. When empty,

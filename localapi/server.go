@@ -189,7 +189,14 @@ func (h *handler) signin(w http.ResponseWriter, r *http.Request) {
 		bodyError(w, err, `body: want {"user": "..."}`)
 		return
 	}
-	if err := h.b.SignIn(r.Context(), req.User); err != nil {
+	var refused *agent.SignInError
+	if err := h.b.SignIn(r.Context(), req.User); errors.As(err, &refused) {
+		writeError(w, http.StatusUnauthorized, refused.Kind, refused.Message)
+		return
+	} else if errors.Is(err, agent.ErrOffline) {
+		writeError(w, http.StatusServiceUnavailable, "offline", err.Error())
+		return
+	} else if err != nil {
 		h.internal(w, err)
 		return
 	}

@@ -6,8 +6,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nkeys"
@@ -209,12 +211,18 @@ func (a *Authority) Accounts() map[string]string {
 // revoke adds the user public key pub to the tenant account's revocations
 // and stores the re-signed account JWT. Callers hold a.mu.
 func (a *Authority) revoke(pub string) error {
+	return a.updateRevocations(func(r jwt.RevocationList) { r.Revoke(pub, time.Now()) })
+}
+
+// updateRevocations changes a copy of the tenant account's revocations
+// with change and stores the re-signed account JWT. Callers hold a.mu.
+func (a *Authority) updateRevocations(change func(jwt.RevocationList)) error {
 	ac := *a.tenantClaims
 	ac.Revocations = jwt.RevocationList{}
 	for k, v := range a.tenantClaims.Revocations {
 		ac.Revocations[k] = v
 	}
-	ac.Revoke(pub)
+	change(ac.Revocations)
 	j, err := ac.Encode(a.operator)
 	if err != nil {
 		return fmt.Errorf("natsauth: sign tenant account: %w", err)
@@ -225,6 +233,19 @@ func (a *Authority) revoke(pub string) error {
 	a.tenantClaims, a.tenantJWT = &ac, j
 	return nil
 }
+
+// decoratedBlocks returns the contents of the "-----BEGIN …-----" blocks
+// of a credentials file, in order.
+func decoratedBlocks(creds []byte) []string {
+	var out []string
+	for _, m := range credsBlockRE.FindAllSubmatch(creds, -1) {
+		out = append(out, string(m[1]))
+	}
+	return out
+}
+
+// credsBlockRE is the block pattern of nkeys' credentials parser.
+var credsBlockRE = regexp.MustCompile(`\s*(?:(?:[-]{3,}.*[-]{3,}\r?\n)([\w\-.=]+)(?:\r?\n[-]{3,}.*[-]{3,}\r?\n))`)
 
 // SetBrokerURL records the NATS URL of the broker now serving this
 // directory, so that commands run against the data dir reach it; an

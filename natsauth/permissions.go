@@ -32,9 +32,12 @@ const (
 //     FS_TENANT, and on FS_RESULTS filtered to its own results;
 //   - read those streams' info and the last message of a subject in them
 //     (on FS_RESULTS only of its own result subjects);
-//   - publish its uploads (fs.up.<device>.>) and the version check;
-//   - receive its results (fs.res.<device>.>) and the replies sent to its
-//     own inbox prefix ([events.DeviceInboxPrefix]).
+//   - publish its uploads (fs.up.<device>.>), the version check, and the
+//     requests for its own grant and sign-ins (fs.acc.<device>.get,
+//     fs.acc.<device>.signin);
+//   - receive its results (fs.res.<device>.>), its pushed grants
+//     (fs.acc.<device>.grant, answered once each) and the replies sent to
+//     its own inbox prefix ([events.DeviceInboxPrefix]).
 //
 // Everything else is denied: stream create, update, purge and delete,
 // other consumers (listing them too), other devices' uploads and results,
@@ -60,9 +63,15 @@ func DevicePermissions(device string, units []string) (jwt.Permissions, error) {
 		jsConsumerDelete+rs+"."+resDurable,
 		jsConsumerNext+rs+"."+resDurable,
 		upload, events.HelloSubject)
+	get, _ := events.AccessRequestSubject(device)
+	signin, _ := events.SignInSubject(device)
+	grant, _ := events.AccessGrantSubject(device)
+	pub = append(pub, get, signin)
 	return jwt.Permissions{
 		Pub: jwt.Permission{Allow: pub},
-		Sub: jwt.Permission{Allow: []string{inbox + ".>", results}},
+		Sub: jwt.Permission{Allow: []string{inbox + ".>", results, grant}},
+		// Acknowledging a pushed grant: one reply per push, within a minute.
+		Resp: &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute},
 	}, nil
 }
 

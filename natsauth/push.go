@@ -37,6 +37,11 @@ func (a *Authority) PushAccount(ctx context.Context, url string) error {
 	return PushAccountOn(ctx, nc, a.TenantAccount(), a.TenantJWT())
 }
 
+// SystemUser returns a short-lived (5 min) system account user, for a
+// process that connects to its own embedded server to push claims updates
+// with [PushAccountOn].
+func (a *Authority) SystemUser() (userJWT, seed string, err error) { return a.systemUser() }
+
 // PushAccountOn sends an account JWT as a claims update on nc, a system
 // account connection, and checks the server's answer.
 func PushAccountOn(ctx context.Context, nc *nats.Conn, account, accountJWT string) error {

@@ -33,6 +33,17 @@ type User struct {
 	PublicKey string     `json:"public_key"`
 	IssuedAt  time.Time  `json:"issued_at"`
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	// Person is the user (a person of the Admin data) a device is bound
+	// to: its assignments decide the device's org units. Empty for a
+	// device whose units were given when it was added.
+	Person string `json:"person,omitempty"`
+	// JWT is a device's current user JWT ([Authority.SetDeviceAccess]
+	// re-issues it when its units change).
+	JWT string `json:"jwt,omitempty"`
+	// StatusKey is the public key of a device's status identity, which may
+	// only ask for the device's grant ([StatusPermissions]) and is not
+	// revoked with the device: a revoked device that comes back is told so.
+	StatusKey string `json:"status_key,omitempty"`
 	// TokenHash is the SHA-256 (hex) of an integration's HTTP publish API
 	// token ([Authority.AddIntegration]); the token itself is not kept.
 	TokenHash string `json:"token_hash,omitempty"`
@@ -86,7 +97,16 @@ func (a *Authority) saveRegistry(r registry) error {
 // DeviceOption tunes [Authority.AddDevice].
 type DeviceOption func(*deviceOptions)
 
-type deviceOptions struct{ ttl time.Duration }
+type deviceOptions struct {
+	ttl    time.Duration
+	person string
+}
+
+// ForPerson binds the device to person: the broker then derives its org
+// units from person's user assignments ([Authority.SetDeviceAccess]).
+func ForPerson(person string) DeviceOption {
+	return func(o *deviceOptions) { o.person = person }
+}
 
 // ExpiresIn makes the device's credentials expire after d: the server
 // then disconnects the device with "user authentication expired" and
@@ -98,9 +118,11 @@ func ExpiresIn(d time.Duration) DeviceOption {
 
 // AddDevice issues credentials to device for units: a user JWT with
 // [DevicePermissions] and its nkey seed, as the contents of a .creds file
-// ([jwt.FormatUserConfig]), and records the user. A device already issued
-// and not revoked is [ErrExists]; a revoked one may be issued again (new
-// key).
+// ([jwt.FormatUserConfig]), followed by the device's status identity
+// ([StatusPermissions]) in the same format, and records the user. Clients
+// that read only a file's first JWT and seed (nats.go, the nats CLI) see
+// the device identity. A device already issued and not revoked is
+// [ErrExists]; a revoked one may be issued again (new keys).
 func (a *Authority) AddDevice(device string, units []string, opts ...DeviceOption) ([]byte, User, error) {
 	perms, err := DevicePermissions(device, units)
 	if err != nil {
@@ -110,7 +132,22 @@ func (a *Authority) AddDevice(device string, units []string, opts ...DeviceOptio
 	for _, opt := range opts {
 		opt(&o)
 	}
-	return a.add(KindDevice, device, units, perms, o.ttl, "")
+	if o.person != "" {
+		if err := events.ValidToken(o.person); err != nil {
+			return nil, User{}, fmt.Errorf("natsauth: person: %w", err)
+		}
+	}
+	status, statusKey, err := a.statusIdentity(device)
+	if err != nil {
+		return nil, User{}, err
+	}
+	creds, u, err := a.add(KindDevice, device, units, perms, o.ttl, "", func(u *User) {
+		u.Person, u.StatusKey = o.person, statusKey
+	})
+	if err != nil {
+		return nil, User{}, err
+	}
+	return append(creds, status...), u, nil
 }
 
 // AddIntegration issues credentials to the integration name, reading
@@ -127,14 +164,14 @@ func (a *Authority) AddIntegration(name string, units []string) (creds []byte, t
 	if err != nil {
 		return nil, "", User{}, err
 	}
-	creds, u, err = a.add(KindIntegration, name, units, perms, 0, hash)
+	creds, u, err = a.add(KindIntegration, name, units, perms, 0, hash, nil)
 	if err != nil {
 		return nil, "", User{}, err
 	}
 	return creds, token, u, nil
 }
 
-func (a *Authority) add(kind Kind, id string, units []string, perms jwt.Permissions, ttl time.Duration, tokenHash string) ([]byte, User, error) {
+func (a *Authority) add(kind Kind, id string, units []string, perms jwt.Permissions, ttl time.Duration, tokenHash string, more func(*User)) ([]byte, User, error) {
 	if err := validUnits(units); err != nil {
 		return nil, User{}, err
 	}
@@ -153,6 +190,12 @@ func (a *Authority) add(kind Kind, id string, units []string, perms jwt.Permissi
 		return nil, User{}, err
 	}
 	u := User{ID: id, Kind: kind, OrgUnits: slices.Clone(units), PublicKey: pub, IssuedAt: time.Now().UTC().Truncate(time.Second), TokenHash: tokenHash}
+	if kind == KindDevice {
+		u.JWT, _ = jwt.ParseDecoratedJWT(creds)
+	}
+	if more != nil {
+		more(&u)
+	}
 	if i >= 0 {
 		r.Users[i] = u
 	} else {

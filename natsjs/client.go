@@ -36,6 +36,10 @@ type ConnectOptions struct {
 	// Credentials is a NATS credentials file (user JWT and nkey seed, see
 	// `broker-embed device add`); empty connects without credentials.
 	Credentials string
+	// JWT, when set and answering non-empty, is the user JWT sent instead
+	// of the credentials file's: one the server re-issued for the same key
+	// (see [Client.Grant]). The seed still comes from the file.
+	JWT func() string
 	// InboxPrefix replaces the default _INBOX for reply subjects: a device
 	// uses [events.DeviceInboxPrefix], the only inboxes its credentials may
 	// read.
@@ -70,7 +74,7 @@ func Connect(url string, o ConnectOptions) (*Client, error) {
 		nats.CustomReconnectDelay(auth.delay), nats.IgnoreAuthErrorAbort(), nats.RetryOnFailedConnect(o.RetryOnFailedConnect),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { auth.note(err) })}
 	if o.Credentials != "" {
-		opts = append(opts, nats.UserCredentials(o.Credentials))
+		opts = append(opts, credentialsOption(o.Credentials, o.JWT))
 	}
 	if o.InboxPrefix != "" {
 		opts = append(opts, nats.CustomInboxPrefix(o.InboxPrefix))
