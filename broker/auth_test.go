@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -30,8 +31,11 @@ type probe struct {
 func connectProbe(t *testing.T, url, creds, inbox string, opts ...nats.Option) *probe {
 	t.Helper()
 	p := &probe{errs: make(chan error, 64)}
-	opts = append([]nats.Option{nats.UserCredentials(creds), nats.CustomInboxPrefix(inbox),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { p.errs <- err })}, opts...)
+	base := []nats.Option{nats.CustomInboxPrefix(inbox), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { p.errs <- err })}
+	if creds != "" {
+		base = append(base, nats.UserCredentials(creds))
+	}
+	opts = append(base, opts...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		t.Fatalf("connect with %s: %v", creds, err)
@@ -155,10 +159,15 @@ func TestBroker_Auth_DeviceDenied(t *testing.T) {
 		"$JS.API.STREAM.MSG.DELETE.FS_ORG_north",
 		"$JS.API.CONSUMER.DELETE.FS_UPLOADS." + natsjs.IngestDurable,
 		"$JS.API.STREAM.LIST",
+		// another device's access: its grant, its sign-ins
+		"fs.acc.B.get",
+		"fs.acc.B.signin",
+		"fs.acc.A.grant",
 	} {
 		p.denyPub(t, subj)
 	}
-	for _, subj := range []string{"fs.up.B.>", "fs.res.B.>", "fs.up.>", "fs.org.north.>", "_INBOX.>", inboxOf(t, "B") + ".>", "$JS.API.>"} {
+	for _, subj := range []string{"fs.up.B.>", "fs.res.B.>", "fs.up.>", "fs.org.north.>", "_INBOX.>", inboxOf(t, "B") + ".>", "$JS.API.>",
+		"fs.acc.B.grant", "fs.acc.*.get", "fs.acc.>"} {
 		p.denySub(t, subj)
 	}
 
@@ -291,5 +300,33 @@ func TestBroker_Auth_Reopen(t *testing.T) {
 	dev := fstest.MustConnectCreds(t, b.ClientURL(), creds, "tab1")
 	if _, err := dev.Hello(context.Background(), events.LocalHello("agent")); err != nil {
 		t.Fatalf("version check after restart: %v", err)
+	}
+}
+
+// TestBroker_Auth_StatusIdentity: a device's status identity (the second
+// identity of its credentials file) may ask for its own grant and nothing
+// else: no data, no uploads, no other device's grant.
+func TestBroker_Auth_StatusIdentity(t *testing.T) {
+	ctx := ctxT(t)
+	b := openBroker(t, testConfig(t.TempDir(), "north"))
+	creds, _, err := b.Authority().AddDevice("A", []string{"north"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	userJWT, kp, ok := natsauth.ParseStatusCreds(creds)
+	if !ok {
+		t.Fatal("device credentials hold no status identity")
+	}
+	g, err := natsjs.GrantAs(ctx, b.ClientURL(), "", "A", userJWT, kp)
+	if err != nil || g.Device != "A" || !slices.Equal(g.OrgUnits, []string{"north"}) || g.JWT == "" {
+		t.Fatalf("grant as status identity: %+v %v", g, err)
+	}
+	p := connectProbe(t, b.ClientURL(), "", inboxOf(t, "A"), nats.UserJWT(func() (string, error) { return userJWT, nil }, kp.Sign))
+	for _, subj := range []string{"fs.acc.B.get", "fs.acc.A.signin", "fs.up.A.north.events.event.e1", events.HelloSubject,
+		"$JS.API.STREAM.INFO.FS_ORG_north", "$JS.API.CONSUMER.CREATE.FS_ORG_north.fsdev_A_events.fs.org.north.events.>"} {
+		p.denyPub(t, subj)
+	}
+	for _, subj := range []string{"fs.acc.A.grant", "fs.res.A.>", "fs.org.north.>"} {
+		p.denySub(t, subj)
 	}
 }

@@ -542,6 +542,9 @@ func TestHandler_SignIn(t *testing.T) {
 	for _, body := range []string{`{}`, `{"user":""}`, `{"user":`, `["alice"]`} {
 		e.wantError(t, http.MethodPost, "/v1/signin", body, http.StatusBadRequest, "bad_request")
 	}
+	// A refused sign-in is 401 with its kind (the server's refusals are
+	// TestBroker_SignIn's; a user name that is no token is refused here).
+	e.wantError(t, http.MethodPost, "/v1/signin", `{"user":"al ice"}`, http.StatusUnauthorized, "login_failed")
 	var ok map[string]any
 	if resp := e.do(t, http.MethodPost, "/v1/signin", `{"user":"alice"}`, &ok); resp.StatusCode != http.StatusOK || ok["signed_in"] != "alice" {
 		t.Fatalf("POST /v1/signin: %d %v, want 200 signed_in alice", resp.StatusCode, ok)

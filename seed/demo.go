@@ -27,6 +27,7 @@ func Demo(units []string) []*events.Envelope {
 	}
 	add("", events.ChannelAdmin, "setting", "sync-interval", map[string]any{"title": "Delta sync interval", "value": "30m"})
 	add("", events.ChannelAdmin, "role_permission", "inspector-events", map[string]any{"title": "Inspectors edit events", "role": "inspector", "allow": []string{"event:write"}})
+	add("", events.ChannelAdmin, "role_permission", "lead-all", map[string]any{"title": "Lead inspectors edit every event-channel record", "role": "lead", "allow": []string{"*:write"}})
 	for _, u := range units {
 		add(u, events.ChannelAdmin, "org_unit", u, map[string]any{"title": "Org unit " + u})
 		add(u, events.ChannelAdmin, "user_assignment", "alice", map[string]any{"title": "Alice → inspector", "user": "alice", "role": "inspector"})

@@ -74,7 +74,7 @@ func idFlag(kind natsauth.Kind) string {
 
 func newUserAddCmd(kind natsauth.Kind) *cobra.Command {
 	var f dataDirFlags
-	var id, out, tokenOut string
+	var id, out, tokenOut, person string
 	var units []string
 	flag := idFlag(kind)
 	short := "Issue credentials (a .creds file, mode 0600) for a new " + string(kind)
@@ -82,11 +82,11 @@ func newUserAddCmd(kind natsauth.Kind) *cobra.Command {
 		short += ", and its HTTP publish API token (a .token file next to it, mode 0600)"
 	}
 	cmd := &cobra.Command{
-		Use:   "add --" + flag + " X --org U[,U...] --out FILE",
+		Use:   "add --" + flag + " X (--org U[,U...] | --user P) --out FILE",
 		Short: short,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if kind == natsauth.KindDevice && len(units) == 0 {
-				return errors.New("--org: a device needs at least one org unit")
+			if kind == natsauth.KindDevice && len(units) == 0 && person == "" {
+				return errors.New("--org or --user: a device needs org units, or a user whose assignments give them")
 			}
 			a, err := f.authority()
 			if err != nil {
@@ -99,7 +99,7 @@ func newUserAddCmd(kind natsauth.Kind) *cobra.Command {
 				}
 				files = append(files, tokenOut)
 			}
-			u, err := issueUser(a, kind, id, units, files)
+			u, err := issueUser(a, kind, id, units, person, files)
 			if err != nil {
 				return err
 			}
@@ -115,6 +115,9 @@ func newUserAddCmd(kind natsauth.Kind) *cobra.Command {
 	cmd.Flags().StringVar(&id, flag, "", "the "+string(kind)+"'s "+flag+" (required)")
 	cmd.Flags().StringSliceVar(&units, "org", nil, "org units it may read (comma separated); the tenant-wide admin data always")
 	cmd.Flags().StringVar(&out, "out", "", "credentials file to write (must not exist; required)")
+	if kind == natsauth.KindDevice {
+		cmd.Flags().StringVar(&person, "user", "", "bind the device to this user of the Admin data: the user's assignments decide its org units")
+	}
 	if kind == natsauth.KindIntegration {
 		cmd.Flags().StringVar(&tokenOut, "token-out", "", "token file to write (must not exist; default --out with .token for .creds)")
 	}
@@ -126,7 +129,7 @@ func newUserAddCmd(kind natsauth.Kind) *cobra.Command {
 // issueUser creates files (none may exist; mode 0600), issues the user and
 // writes its credentials to files[0] and, for an integration, its token to
 // files[1]. On any error no file is left behind.
-func issueUser(a *natsauth.Authority, kind natsauth.Kind, id string, units []string, files []string) (u natsauth.User, err error) {
+func issueUser(a *natsauth.Authority, kind natsauth.Kind, id string, units []string, person string, files []string) (u natsauth.User, err error) {
 	var open []*os.File
 	defer func() {
 		for i, fh := range open {
@@ -150,7 +153,11 @@ func issueUser(a *natsauth.Authority, kind natsauth.Kind, id string, units []str
 	if kind == natsauth.KindIntegration {
 		creds, token, u, err = a.AddIntegration(id, units)
 	} else {
-		creds, u, err = a.AddDevice(id, units)
+		var opts []natsauth.DeviceOption
+		if person != "" {
+			opts = append(opts, natsauth.ForPerson(person))
+		}
+		creds, u, err = a.AddDevice(id, units, opts...)
 	}
 	if err != nil {
 		return u, err
