@@ -45,7 +45,7 @@ func (a *Authority) Device(device string) (User, error) {
 	if err != nil {
 		return User{}, err
 	}
-	i := slices.IndexFunc(r.Users, func(u User) bool { return u.Kind == KindDevice && u.ID == device })
+	i := r.index(KindDevice, device)
 	if i < 0 {
 		return User{}, fmt.Errorf("%w: device %s", ErrNotFound, device)
 	}
@@ -76,7 +76,7 @@ func (a *Authority) SetDeviceAccess(device, person string, units []string) (u Us
 	if err != nil {
 		return User{}, false, err
 	}
-	i := slices.IndexFunc(r.Users, func(u User) bool { return u.Kind == KindDevice && u.ID == device })
+	i := r.index(KindDevice, device)
 	if i < 0 || r.Users[i].Revoked() {
 		return User{}, false, fmt.Errorf("%w: device %s (or revoked)", ErrNotFound, device)
 	}

@@ -65,6 +65,11 @@ func (a *Authority) Users() ([]User, error) {
 	return r.Users, err
 }
 
+// index returns the position of the user of kind and id, or -1.
+func (r registry) index(kind Kind, id string) int {
+	return slices.IndexFunc(r.Users, func(u User) bool { return u.Kind == kind && u.ID == id })
+}
+
 func (a *Authority) loadRegistry() (registry, error) {
 	var r registry
 	b, err := os.ReadFile(filepath.Join(a.dir, registryFile))
@@ -181,7 +186,7 @@ func (a *Authority) add(kind Kind, id string, units []string, perms jwt.Permissi
 	if err != nil {
 		return nil, User{}, err
 	}
-	i := slices.IndexFunc(r.Users, func(u User) bool { return u.Kind == kind && u.ID == id })
+	i := r.index(kind, id)
 	if i >= 0 && !r.Users[i].Revoked() {
 		return nil, User{}, fmt.Errorf("%w: %s %s (revoke it first to issue new credentials)", ErrExists, kind, id)
 	}
@@ -217,7 +222,7 @@ func (a *Authority) Revoke(kind Kind, id string) (User, error) {
 	if err != nil {
 		return User{}, err
 	}
-	i := slices.IndexFunc(r.Users, func(u User) bool { return u.Kind == kind && u.ID == id })
+	i := r.index(kind, id)
 	if i < 0 {
 		return User{}, fmt.Errorf("%w: %s %s", ErrNotFound, kind, id)
 	}
