@@ -197,10 +197,17 @@ func TestBroker_RolePermissions(t *testing.T) {
 
 	// Granting the role findings lets the next one through.
 	publishAdmin(t, b, "", "role_permission", "insp", map[string]any{"role": "inspector", "allow": []string{"event:write", "finding:write"}})
-	time.Sleep(200 * time.Millisecond) // the broker follows the Admin data asynchronously
-	if _, err := a.Write(ctx, agent.WriteRequest{OrgUnit: "north", Channel: "events", Kind: "finding", RecordID: "f2", Body: map[string]any{"t": 1}}); err != nil {
-		t.Fatal(err)
-	}
+	// The broker follows the Admin data asynchronously: write findings
+	// until one is accepted (the ones before the change are rejected).
+	fstest.Eventually(t, 10*time.Second, func() bool {
+		if _, err := a.Write(ctx, agent.WriteRequest{OrgUnit: "north", Channel: "events", Kind: "finding", RecordID: "f2",
+			Body: map[string]any{"t": time.Now().UnixNano()}}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond) // the write's round trip
+		got, err := a.Records(ctx, store.Query{Channel: events.ChannelEvents, Unit: "north", Kind: "finding", RecordID: "f2"})
+		return err == nil && len(got) == 1 && !got[0].Pending
+	}, "a finding is accepted once the role may write findings")
 	hasRecord(t, a, "north", events.ChannelEvents, "finding", "f2", 1)
 }
 

@@ -102,11 +102,9 @@ func (a *Authority) SetDeviceAccess(device, person string, units []string) (u Us
 // reissue signs a new user JWT for u's key with perms, issued in a later
 // second than u's current one (revocations count whole seconds).
 func (a *Authority) reissue(u User, perms jwt.Permissions) (string, int64, error) {
-	old := u.IssuedAt.Unix()
-	if u.JWT != "" {
-		if c, err := jwt.DecodeUserClaims(u.JWT); err == nil {
-			old = max(old, c.IssuedAt)
-		}
+	old, expires := u.IssuedAt.Unix(), int64(0)
+	if c, err := jwt.DecodeUserClaims(u.JWT); u.JWT != "" && err == nil {
+		old, expires = max(old, c.IssuedAt), c.Expires
 	}
 	if wait := time.Unix(old+1, 0).Sub(time.Now()); wait > 0 {
 		time.Sleep(wait) // at most a second: the previous JWT is from this second
@@ -114,11 +112,7 @@ func (a *Authority) reissue(u User, perms jwt.Permissions) (string, int64, error
 	uc := jwt.NewUserClaims(u.PublicKey)
 	uc.Name, uc.Permissions = string(u.Kind)+" "+u.ID, perms
 	uc.Tags.Add("kind:" + string(u.Kind))
-	if u.JWT != "" {
-		if c, err := jwt.DecodeUserClaims(u.JWT); err == nil {
-			uc.Expires = c.Expires
-		}
-	}
+	uc.Expires = expires
 	j, err := uc.Encode(a.tenant)
 	if err != nil {
 		return "", 0, fmt.Errorf("natsauth: sign user %s: %w", u.ID, err)
