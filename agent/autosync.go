@@ -48,6 +48,13 @@ func (a *Agent) sendWrites(ctx context.Context, s *Syncer) {
 	var retry <-chan time.Time
 	for {
 		if (upload || catchUp) && retry == nil && s.client.Connected() && !a.incompatible() {
+			// Kicks sent before this pass starts (the connect's catch-up
+			// when the loop starts connected) are answered by it: one
+			// catch-up per connect, not two.
+			drain(a.wake)
+			if catchUp {
+				drain(a.catchUp)
+			}
 			if err := a.autosyncOnce(ctx, s, catchUp); err != nil {
 				if ctx.Err() != nil {
 					return

@@ -47,3 +47,12 @@ func kick(ch chan struct{}) {
 	default:
 	}
 }
+
+// drain takes a pending kick off ch, if any: the work about to start
+// answers it, so it must not start that work again.
+func drain(ch chan struct{}) {
+	select {
+	case <-ch:
+	default:
+	}
+}

@@ -79,7 +79,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Broker, err err
 	if err = b.client.Provision(ctx, cfg.OrgUnits, cfg.Streams); err != nil {
 		return nil, err
 	}
-	if err = b.client.ProvisionIngest(ctx, cfg.Ingest); err != nil {
+	if err = b.client.ProvisionIngest(ctx, cfg.Ingest); errors.Is(err, natsjs.ErrLegacyUploads) {
+		b.log.Error("uploads stream from an older build kept as it is; recreate it once ingest has drained it (README, quotas)", "err", err)
+	} else if err != nil {
 		return nil, err
 	}
 	b.metrics = b.newMetrics()

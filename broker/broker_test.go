@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -45,7 +46,7 @@ var closed sync.Map
 // test closed it already with closeBroker).
 func openBroker(t *testing.T, cfg broker.Config) *broker.Broker {
 	t.Helper()
-	b, err := broker.Open(ctxT(t), cfg, quietLog())
+	b, err := broker.Open(ctxT(t), cfg, testLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,4 +309,11 @@ func TestBroker_Close_Clean(t *testing.T) {
 	if err := b.Close(ctx); err != nil {
 		t.Fatalf("Close of a healthy broker: %v", err)
 	}
+}
+
+func testLog() *slog.Logger {
+	if os.Getenv("FS_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return quietLog()
 }

@@ -108,14 +108,14 @@ type streamsFile struct {
 
 // ingestFile is the ingest section ([natsjs.IngestPolicy]).
 type ingestFile struct {
-	UploadRetention time.Duration `yaml:"upload_retention"`
 	ResultRetention time.Duration `yaml:"result_retention"`
 	AckWait         time.Duration `yaml:"ack_wait"`
 	Replicas        int           `yaml:"replicas"`
 	// Stream bounds (see [natsjs.IngestPolicy]).
-	UploadMaxBytes      int64         `yaml:"upload_max_bytes"`
-	DeadLetterMaxBytes  int64         `yaml:"deadletter_max_bytes"`
-	DeadLetterRetention time.Duration `yaml:"deadletter_retention"`
+	UploadMaxBytes       int64         `yaml:"upload_max_bytes"`
+	DevicePendingUploads int64         `yaml:"device_pending_uploads"`
+	DeadLetterMaxBytes   int64         `yaml:"deadletter_max_bytes"`
+	DeadLetterRetention  time.Duration `yaml:"deadletter_retention"`
 }
 
 // rightsFile is the rights section ([ingest.Rights]).
@@ -128,8 +128,8 @@ func (f configFile) config() Config {
 	c := f.Config
 	s, i := f.Streams, f.Ingest
 	c.Streams = natsjs.StreamPolicy{History: s.History, Duplicates: s.Duplicates, MaxConsumers: s.MaxConsumers, Replicas: s.Replicas, MaxBytes: s.MaxBytes}
-	c.Ingest = natsjs.IngestPolicy{UploadRetention: i.UploadRetention, ResultRetention: i.ResultRetention, AckWait: i.AckWait, Replicas: i.Replicas,
-		UploadMaxBytes: i.UploadMaxBytes, DeadLetterMaxBytes: i.DeadLetterMaxBytes, DeadLetterRetention: i.DeadLetterRetention}
+	c.Ingest = natsjs.IngestPolicy{ResultRetention: i.ResultRetention, AckWait: i.AckWait, Replicas: i.Replicas,
+		UploadMaxBytes: i.UploadMaxBytes, DevicePendingUploads: i.DevicePendingUploads, DeadLetterMaxBytes: i.DeadLetterMaxBytes, DeadLetterRetention: i.DeadLetterRetention}
 	c.Rights = ingest.Rights{Devices: f.Rights.Devices, Writable: f.Rights.Writable}
 	return c
 }

@@ -80,7 +80,7 @@ rights:
   devices: {tab1: [north]}
   writable: {events: [event, risk]}
 ingest:
-  upload_retention: 48h
+  device_pending_uploads: 50
   result_retention: 96h
   ack_wait: 7s
   replicas: 3
@@ -98,7 +98,7 @@ streams:
 			t.Fatal(err)
 		}
 		wantStreams := natsjs.StreamPolicy{History: 4, Duplicates: 90 * time.Second, MaxConsumers: 123, Replicas: 3, MaxBytes: 4096}
-		wantIngest := natsjs.IngestPolicy{UploadRetention: 48 * time.Hour, ResultRetention: 96 * time.Hour, AckWait: 7 * time.Second, Replicas: 3,
+		wantIngest := natsjs.IngestPolicy{DevicePendingUploads: 50, ResultRetention: 96 * time.Hour, AckWait: 7 * time.Second, Replicas: 3,
 			UploadMaxBytes: 5000000, DeadLetterMaxBytes: 60000, DeadLetterRetention: 72 * time.Hour}
 		wantRights := ingest.Rights{Devices: map[string][]string{"tab1": {"north"}}, Writable: map[events.Channel][]string{events.ChannelEvents: {"event", "risk"}}}
 		if cfg.Streams != wantStreams || cfg.Ingest != wantIngest || !reflect.DeepEqual(cfg.Rights, wantRights) {

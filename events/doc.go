@@ -10,7 +10,8 @@
 //
 //	fs.org.<unit>.<channel>.<kind>.<recordID>    org unit data, stream FS_ORG_<unit>
 //	fs.tenant.admin.<kind>.<recordID>            tenant-wide admin data, stream FS_TENANT
-//	fs.up.<device>.<unit>.<channel>.<kind>.<id>  device uploads (offline writes), stream FS_UPLOADS
+//	fs.up.<device>.<unit>.<channel>.<kind>.<id>  device uploads (offline writes), stream FS_UPLOADS,
+//	                                             stored as fs.up.<device> (the per-device quota)
 //	fs.res.<device>.<mutationID>                 ingest results for one device, stream FS_RESULTS
 //
 // The layout lets the broker restrict a device by subject permissions alone:

@@ -30,12 +30,22 @@ func (in *Ingester) decide(ctx context.Context, u *natsjs.Upload) (*events.Resul
 		return in.reject(ctx, u, dev, mutationFromMsgID(dev, u.MsgID), reasonFor(err), err)
 	}
 	mut := e.Origin.MutationID
+	if addr == (events.Address{}) { // stored under fs.up.<device>: the envelope names the record
+		addr = e.Address()
+	}
 	switch {
 	case e.Origin.DeviceID != dev:
 		return in.reject(ctx, u, dev, mutationFromMsgID(dev, u.MsgID), events.ReasonWrongDevice,
 			fmt.Errorf("upload on device %s's subject claims device %q", dev, e.Origin.DeviceID))
 	case e.Address() != addr:
 		return in.reject(ctx, u, dev, mut, events.ReasonBadSubject, fmt.Errorf("envelope for %+v on subject %s", e.Address(), u.Subject))
+	case u.Address != "" && u.Address != addr.Key():
+		return in.reject(ctx, u, dev, mut, events.ReasonBadSubject, fmt.Errorf("envelope for %+v with %s %q", e.Address(), events.AddressHeader, u.Address))
+	case addr.OrgUnit == "":
+		return in.reject(ctx, u, dev, mut, events.ReasonBadSubject, errors.New("devices cannot write tenant-wide data"))
+	}
+	if err := addr.Validate(); err != nil {
+		return in.reject(ctx, u, dev, mut, events.ReasonBadSubject, err)
 	}
 	prior, err := in.mlog.Get(ctx, dev, mut)
 	if err != nil || prior != nil {
@@ -142,7 +152,7 @@ func (in *Ingester) result(e *events.Envelope, st events.ResultStatus, reason, m
 // mutation, answers it as rejected.
 func (in *Ingester) reject(ctx context.Context, u *natsjs.Upload, dev, mut, reason string, why error) (*events.Result, error) {
 	in.log.Warn("ingest: upload rejected", "subject", u.Subject, "seq", u.StreamSeq, "reason", reason, "err", why)
-	if err := in.client.DeadLetter(ctx, reason, u.Subject, u.Data, why); err != nil {
+	if err := in.client.DeadLetter(ctx, reason, u, why); err != nil {
 		return nil, err
 	}
 	if events.ValidToken(dev) != nil || events.ValidToken(mut) != nil {

@@ -204,6 +204,9 @@ func (h *harness) rawUpload(subject string, data []byte, msgID string) uint64 {
 	if msgID != "" {
 		msg.Header.Set(jetstream.MsgIDHeader, msgID)
 	}
+	if _, a, err := events.ParseUploadSubject(subject); err == nil && a != (events.Address{}) {
+		msg.Header.Set(events.AddressHeader, a.Key()) // as the agent's client does
+	}
 	pa, err := h.js.PublishMsg(testCtx(h.t), msg)
 	if err != nil {
 		h.t.Fatalf("raw upload on %s: %v", subject, err)

@@ -149,7 +149,7 @@ func (in *Ingester) read(ctx context.Context, queues []chan *natsjs.Upload) (got
 		batch, err := rd.Next(ctx, 1)
 		for _, u := range batch {
 			got = true
-			queues[partition(u.Subject, len(queues))] <- u
+			queues[partition(u, len(queues))] <- u
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -166,11 +166,16 @@ func (in *Ingester) health(err error) {
 	}
 }
 
-// partition keeps every upload of one record on one worker (the subject
-// names device and record; the record part decides).
-func partition(subject string, n int) int {
+// partition keeps every upload of one record on one worker: the record
+// its address header names or, without one, the record part of the
+// subject it was published on.
+func partition(u *natsjs.Upload, n int) int {
+	key := u.Address
+	if key == "" {
+		key = recordPart(u.Subject)
+	}
 	h := fnv.New32a()
-	h.Write([]byte(recordPart(subject)))
+	h.Write([]byte(key))
 	return int(h.Sum32() % uint32(n))
 }
 

@@ -32,8 +32,8 @@ func TestIngester_Run_MalformedUploadsAreRejectedAndDeadLettered(t *testing.T) {
 	forgedSeq := h.rawUpload(subj("tab1", "rb"), mustEncode(t, forged), "tab1.m-wd")
 	seqs = append(seqs, forgedSeq)
 
-	// (c) an envelope of record rc1 on record rc2's subject, and a subject
-	// that is no upload subject at all.
+	// (c) an envelope of record rc1 on record rc2's subject (its address
+	// header names rc2), and a subject that is no upload subject at all.
 	seqs = append(seqs, h.rawUpload(subj("tab1", "rc2"),
 		mustEncode(t, mutation(t, "tab1", "m-bs", "north", "rc1", 0, "", map[string]any{"v": 1})), "tab1.m-bs"))
 	seqs = append(seqs, h.rawUpload("fs.up.tab1.north.events", []byte("junk"), "tab1.m-short"))
@@ -76,9 +76,9 @@ func TestIngester_Run_MalformedUploadsAreRejectedAndDeadLettered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(m.Data, garbage) || m.Header.Get("Fs-Original-Subject") != subj("tab1", "ra") {
-		t.Errorf("dead letter = %x from %q, want the upload's bytes %x from %q", m.Data, m.Header.Get("Fs-Original-Subject"),
-			garbage, subj("tab1", "ra"))
+	if !bytes.Equal(m.Data, garbage) || m.Header.Get("Fs-Original-Subject") != "fs.up.tab1" || m.Header.Get(events.AddressHeader) != "north.events.event.ra" {
+		t.Errorf("dead letter = %x from %q (%q), want the upload's bytes %x from fs.up.tab1 (north.events.event.ra)", m.Data,
+			m.Header.Get("Fs-Original-Subject"), m.Header.Get(events.AddressHeader), garbage)
 	}
 
 	// The forged claim is not held against tab2: nothing answered to it,

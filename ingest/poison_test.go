@@ -68,8 +68,9 @@ func TestIngester_Run_PoisonBodiesRejectedAndDeadLettered(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if mut := strings.TrimPrefix(m.Header.Get("Fs-Original-Subject"), "fs.up.tab1.north.events.event.r"); !bytes.Equal(m.Data, sent[mut]) {
-			t.Errorf("dead letter %d from %s does not hold the upload's bytes", i+1, m.Header.Get("Fs-Original-Subject"))
+		if mut := strings.TrimPrefix(m.Header.Get(events.AddressHeader), "north.events.event.r"); !bytes.Equal(m.Data, sent[mut]) ||
+			m.Header.Get("Fs-Original-Subject") != "fs.up.tab1" {
+			t.Errorf("dead letter %d from %s (%s) does not hold the upload's bytes", i+1, m.Header.Get("Fs-Original-Subject"), m.Header.Get(events.AddressHeader))
 		}
 	}
 	if dev := fromDevices(h.orgChanges("north")); len(dev) != 0 {

@@ -20,6 +20,13 @@ var (
 	// ErrUploadNotAcked: the broker did not acknowledge an upload in time;
 	// it goes up again with the next upload (the mutation id dedupes it).
 	ErrUploadNotAcked = errors.New("natsjs: upload not acknowledged")
+	// ErrUploadQuota: the broker refused an upload because the device has
+	// as many uploads waiting for ingest as its quota allows, or FS_UPLOADS
+	// is full. The upload stays queued and goes up again later.
+	ErrUploadQuota = errors.New("natsjs: upload refused: pending-upload quota reached")
+	// ErrLegacyUploads: FS_UPLOADS was created by an older build and could
+	// not be changed to a work queue (see [Client.ProvisionIngest]).
+	ErrLegacyUploads = errors.New("natsjs: FS_UPLOADS from an older build")
 )
 
 // ConflictError carries the record's current version (stream sequence of its

@@ -23,7 +23,11 @@ type Upload struct {
 	// MsgID is the upload's dedupe id, "<device>.<mutation>" when a device
 	// agent sent it; it names the mutation even when Data is unreadable.
 	MsgID string
-	msg   jetstream.Msg
+	// Address is the record the upload claims in [events.AddressHeader]
+	// ("" from agents older than it); ingest checks it against the
+	// envelope.
+	Address string
+	msg     jetstream.Msg
 }
 
 // Ack confirms the upload is fully handled.
@@ -90,7 +94,7 @@ func (r *IngestReader) Next(ctx context.Context, max int) ([]*Upload, error) {
 			continue
 		}
 		out = append(out, &Upload{Subject: msg.Subject(), Data: msg.Data(), StreamSeq: md.Sequence.Stream, Delivered: md.NumDelivered,
-			MsgID: msg.Headers().Get(jetstream.MsgIDHeader), msg: msg})
+			MsgID: msg.Headers().Get(jetstream.MsgIDHeader), Address: msg.Headers().Get(events.AddressHeader), msg: msg})
 		size += len(msg.Data())
 	}
 	return out, nil
