@@ -176,7 +176,7 @@ func TestSyncer_Sync_ApplyRacingStagedDownload(t *testing.T) {
 	db := mustOpenDB(t)
 	cfg := refreshConfig("tab1", "north")
 	cfg.BatchSize = 1 // one record per batch: an Apply can fall between any two
-	s := NewSyncer(cfg, b.Client, db, nil)
+	s := NewSyncer(cfg, deviceClient(t, b, cfg), db, nil)
 	if _, err := s.Sync(ctx, ScopeEvents); err != nil { // the initial load goes live
 		t.Fatal(err)
 	}
@@ -243,7 +243,7 @@ func TestSyncer_Write_AfterApplyBeforeMerge(t *testing.T) {
 	b.MustPublish(t, fstest.Change(t, "north", events.ChannelEvents, "event", "e1", map[string]any{"v": 1}))
 	startIngest(t, b, ingest.Rights{})
 	db := mustOpenDB(t)
-	s := NewSyncer(refreshConfig("tab1", "north"), b.Client, db, nil)
+	s := NewSyncer(refreshConfig("tab1", "north"), deviceClient(t, b, refreshConfig("tab1", "north")), db, nil)
 	if _, err := s.Sync(ctx, ScopeFull); err != nil {
 		t.Fatal(err)
 	}

@@ -67,6 +67,7 @@ func incompatibleStatus(t *testing.T, hello events.Hello) Status {
 	b.MustPublish(t, fstest.Change(t, "north", events.ChannelEvents, "event", "e1", map[string]any{"x": 1}))
 	cfg := testConfig("tab1", "north")
 	cfg.DataDir, cfg.BrokerURL, cfg.APIAddr = t.TempDir(), b.URL(), "127.0.0.1:0"
+	cfg.Credentials = b.DeviceCreds(t, cfg.DeviceID, cfg.OrgUnits...)
 	a, err := Open(ctx, cfg, nil)
 	if err != nil {
 		t.Fatal(err)

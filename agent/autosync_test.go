@@ -138,12 +138,14 @@ func TestAgent_Autosync_IdleDevicesCostTheBrokerNothing(t *testing.T) {
 	template := t.TempDir()
 	synced := testConfig("idle-template", "north")
 	synced.BrokerURL, synced.DataDir = b.URL(), template
+	synced.Credentials = b.DeviceCreds(t, synced.DeviceID, synced.OrgUnits...)
 	mustSyncOnce(t, synced)
 	started := time.Now()
 	all := make([]*Agent, agents)
 	for i := range all {
 		cfg := synced
 		cfg.DeviceID, cfg.DataDir = fmt.Sprintf("idle%03d", i), t.TempDir()
+		cfg.Credentials = b.DeviceCreds(t, cfg.DeviceID, cfg.OrgUnits...)
 		mustCopyFile(t, synced.DBPath(), cfg.DBPath())
 		all[i] = startQuietAgent(t, cfg)
 	}
@@ -208,6 +210,7 @@ func TestAgent_Autosync_ResultArrivesAtOnce(t *testing.T) {
 	b := fstest.MustStartBroker(t, "north")
 	cfg := testConfig("tab1", "north")
 	cfg.BrokerURL, cfg.DataDir = b.URL(), t.TempDir()
+	cfg.Credentials = b.DeviceCreds(t, cfg.DeviceID, cfg.OrgUnits...)
 	a := startQuietAgent(t, cfg)
 	fstest.Eventually(t, 30*time.Second, func() bool { return settled(a) }, "agent synced and caught up")
 
@@ -269,6 +272,7 @@ func TestAgent_Autosync_CatchesUpAfterOffline(t *testing.T) {
 	b := fstest.MustStartBroker(t, "north")
 	cfg := testConfig("tab1", "north")
 	cfg.BrokerURL, cfg.DataDir = b.URL(), t.TempDir()
+	cfg.Credentials = b.DeviceCreds(t, cfg.DeviceID, cfg.OrgUnits...)
 	a, err := Open(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

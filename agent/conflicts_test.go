@@ -18,8 +18,8 @@ func twoDevices(t *testing.T, id string) (*fstest.Broker, *Syncer, *Syncer) {
 	b := fstest.MustStartBroker(t, "north")
 	b.MustPublish(t, fstest.Change(t, "north", events.ChannelEvents, "event", id, map[string]any{"by": "server"}))
 	startIngest(t, b, ingest.Rights{})
-	a := NewSyncer(testConfig("tabA", "north"), b.Client, mustOpenDB(t), nil)
-	c := NewSyncer(testConfig("tabB", "north"), b.Client, mustOpenDB(t), nil)
+	a := NewSyncer(testConfig("tabA", "north"), deviceClient(t, b, testConfig("tabA", "north")), mustOpenDB(t), nil)
+	c := NewSyncer(testConfig("tabB", "north"), deviceClient(t, b, testConfig("tabB", "north")), mustOpenDB(t), nil)
 	for _, s := range []*Syncer{a, c} {
 		if _, err := s.Sync(context.Background(), ScopeFull); err != nil {
 			t.Fatal(err)
@@ -109,7 +109,7 @@ func TestSyncer_Upload_RejectedWriteDoesNotBlockQueue(t *testing.T) {
 	ctx := context.Background()
 	b := fstest.MustStartBroker(t, "north")
 	startIngest(t, b, ingest.Rights{})
-	s := NewSyncer(testConfig("tab1", "north"), b.Client, mustOpenDB(t), nil)
+	s := NewSyncer(testConfig("tab1", "north"), deviceClient(t, b, testConfig("tab1", "north")), mustOpenDB(t), nil)
 	mustWrite(t, s, "north", "event", "before", map[string]any{"i": 1})
 	if _, err := s.Write(ctx, WriteRequest{OrgUnit: "north", Channel: "admin", Kind: "setting", RecordID: "s1", Body: map[string]any{"v": 1}}); err != nil {
 		t.Fatal(err)
@@ -144,7 +144,7 @@ func TestSyncer_Results_RetainEvents(t *testing.T) {
 		startIngest(t, b, ingest.Rights{})
 		cfg := testConfig("tab1", "north")
 		cfg.RetainEventsDays = &days
-		s := NewSyncer(cfg, b.Client, mustOpenDB(t), nil)
+		s := NewSyncer(cfg, deviceClient(t, b, cfg), mustOpenDB(t), nil)
 		mustWrite(t, s, "north", "event", "mine", map[string]any{"i": 1})
 		settle(t, s)
 		n, err := s.db.PurgeRetained(ctx, time.Now())

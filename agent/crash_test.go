@@ -26,12 +26,14 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// runSyncChild syncs FS_DB from FS_BROKER, printing "batch N" after each
+// runSyncChild syncs FS_DB from FS_BROKER as device tab1 with the
+// credentials FS_CREDS, printing "batch N" after each
 // committed batch and sleeping FS_DELAY between batches.
 func runSyncChild() int {
 	delay, _ := time.ParseDuration(os.Getenv("FS_DELAY"))
 	ctx := context.Background()
-	client, err := natsjs.Connect(os.Getenv("FS_BROKER"), natsjs.ConnectOptions{Name: "crash-child"})
+	inbox, _ := events.DeviceInboxPrefix("tab1")
+	client, err := natsjs.Connect(os.Getenv("FS_BROKER"), natsjs.ConnectOptions{Name: "crash-child", Credentials: os.Getenv("FS_CREDS"), InboxPrefix: inbox})
 	if err != nil {
 		fmt.Println("error", err)
 		return 1
@@ -58,10 +60,10 @@ func runSyncChild() int {
 
 // startSyncChild runs a child sync and kills it with SIGKILL after
 // killAfter batches (0: let it finish). It reports whether it was killed.
-func startSyncChild(t *testing.T, broker, dbPath string, units []string, killAfter int) bool {
+func startSyncChild(t *testing.T, b *fstest.Broker, dbPath string, units []string, killAfter int) bool {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "FS_SYNC_CHILD=1", "FS_BROKER="+broker, "FS_DB="+dbPath,
+	cmd.Env = append(os.Environ(), "FS_SYNC_CHILD=1", "FS_BROKER="+b.URL(), "FS_CREDS="+b.DeviceCreds(t, "tab1", units...), "FS_DB="+dbPath,
 		"FS_UNITS="+strings.Join(units, ","), "FS_DELAY=5ms")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -102,12 +104,12 @@ func TestSyncer_Sync_ResumesAfterKill(t *testing.T) {
 	dbPath := t.TempDir() + "/device.db"
 
 	for _, killAfter := range []int{4, 17} {
-		if !startSyncChild(t, b.URL(), dbPath, units, killAfter) {
+		if !startSyncChild(t, b, dbPath, units, killAfter) {
 			t.Fatalf("child finished before batch %d: test data too small to kill mid-sync", killAfter)
 		}
 		requireNotAheadOfData(t, dbPath, model)
 	}
-	if startSyncChild(t, b.URL(), dbPath, units, 0) {
+	if startSyncChild(t, b, dbPath, units, 0) {
 		t.Fatal("final run was killed")
 	}
 	db, err := store.Open(context.Background(), dbPath, store.Options{})
@@ -170,7 +172,7 @@ func countSubjects(t *testing.T, b *fstest.Broker, units []string) map[string]in
 	t.Helper()
 	out := map[string]int{}
 	db := mustOpenDB(t)
-	s := NewSyncer(testConfig("counter", units...), b.Client, db, nil)
+	s := NewSyncer(testConfig("counter", units...), deviceClient(t, b, testConfig("counter", units...)), db, nil)
 	rep, err := s.Sync(context.Background(), ScopeFull)
 	if err != nil {
 		t.Fatal(err)

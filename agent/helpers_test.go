@@ -10,6 +10,7 @@ import (
 
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/internal/fstest"
+	"github.com/fieldsync/fieldsync/natsjs"
 	"github.com/fieldsync/fieldsync/store"
 )
 
@@ -127,4 +128,12 @@ func mustCheckpoints(tb testing.TB, s *Syncer) []store.Checkpoint {
 		tb.Fatal("no checkpoints")
 	}
 	return cps
+}
+
+// deviceClient connects to b as cfg's device with its own credentials
+// (carrying cfg.OrgUnits) and inbox prefix, as the agent does: device code
+// under test has a device's permissions, not the server side's.
+func deviceClient(tb testing.TB, b *fstest.Broker, cfg Config) *natsjs.Client {
+	tb.Helper()
+	return b.ConnectDevice(tb, cfg.DeviceID, cfg.OrgUnits...)
 }

@@ -23,12 +23,12 @@ func pausedDownload(t *testing.T) (*fstest.Broker, *store.DB, Config, uint64) {
 	db := mustOpenDB(t)
 	cfg := refreshConfig("tab1", "north")
 	cfg.BatchSize = 100
-	if _, err := NewSyncer(cfg, b.Client, db, nil).Sync(ctx, ScopeEvents); err != nil {
+	if _, err := NewSyncer(cfg, deviceClient(t, b, cfg), db, nil).Sync(ctx, ScopeEvents); err != nil {
 		t.Fatal(err)
 	}
 	seedUnit(t, b, "north", 2000, nil)
 	cctx, cancel := context.WithCancel(ctx)
-	s := NewSyncer(cfg, b.Client, db, nil)
+	s := NewSyncer(cfg, deviceClient(t, b, cfg), db, nil)
 	batches := 0
 	s.onBatch = func(string, events.Channel, int) {
 		if batches++; batches == 3 {
@@ -49,7 +49,7 @@ func TestSyncer_Sync_ResumesWithinWindow(t *testing.T) {
 	b, db, cfg, pausedAt := pausedDownload(t)
 	last := uint64(2001) // 1 + 2000 messages in the stream
 	cfg.Clock = func() time.Time { return time.Now().Add(11 * time.Hour) }
-	rep, err := NewSyncer(cfg, b.Client, db, nil).Sync(context.Background(), ScopeEvents)
+	rep, err := NewSyncer(cfg, deviceClient(t, b, cfg), db, nil).Sync(context.Background(), ScopeEvents)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func TestSyncer_Sync_ResumesWithinWindow(t *testing.T) {
 func TestSyncer_Sync_RestartsAfterWindow(t *testing.T) {
 	b, db, cfg, _ := pausedDownload(t)
 	cfg.Clock = func() time.Time { return time.Now().Add(13 * time.Hour) }
-	rep, err := NewSyncer(cfg, b.Client, db, nil).Sync(context.Background(), ScopeEvents)
+	rep, err := NewSyncer(cfg, deviceClient(t, b, cfg), db, nil).Sync(context.Background(), ScopeEvents)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestAgent_Status_UpdatesAvailableAgeBand(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	s := NewSyncer(a.Config(), b.Client, a.DB(), nil)
+	s := NewSyncer(a.Config(), deviceClient(t, b, a.Config()), a.DB(), nil)
 	if _, err := s.Sync(ctx, ScopeFull); err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func TestSyncer_Reset_UploadsPendingWritesFirst(t *testing.T) {
 		b.MustPublish(t, fstest.Change(t, "north", events.ChannelEvents, "event", fmt.Sprintf("e%d", i), map[string]any{"i": i}))
 	}
 	db := mustOpenDB(t)
-	s := NewSyncer(refreshConfig("tab1", "north"), b.Client, db, nil)
+	s := NewSyncer(refreshConfig("tab1", "north"), deviceClient(t, b, refreshConfig("tab1", "north")), db, nil)
 	if _, err := s.Sync(ctx, ScopeFull); err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func TestSyncer_Reset_RefusesWhenServerUnreachable(t *testing.T) {
 	b := fstest.MustStartBroker(t, "north")
 	b.MustPublish(t, fstest.Change(t, "north", events.ChannelEvents, "event", "e1", map[string]any{"x": 1}))
 	db := mustOpenDB(t)
-	s := NewSyncer(refreshConfig("tab1", "north"), b.Client, db, nil)
+	s := NewSyncer(refreshConfig("tab1", "north"), deviceClient(t, b, refreshConfig("tab1", "north")), db, nil)
 	if _, err := s.Sync(ctx, ScopeFull); err != nil {
 		t.Fatal(err)
 	}

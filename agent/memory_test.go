@@ -53,7 +53,7 @@ func TestSyncer_Sync_PeakRSSBoundedByBytes(t *testing.T) {
 	if err != nil || n != records {
 		t.Fatalf("published %d of %d: %v", n, records, err)
 	}
-	out, err := exec.Command(child, "-broker", b.URL(), "-dir", filepath.Join(dir, "device"), "-unit", "north").Output()
+	out, err := exec.Command(child, "-broker", b.URL(), "-creds", b.DeviceCreds(t, "tab-rss", "north"), "-dir", filepath.Join(dir, "device"), "-unit", "north").Output()
 	var res rssChild
 	if jerr := json.Unmarshal(out, &res); err != nil || jerr != nil || res.Error != "" {
 		t.Fatalf("child: %v %v %q\n%s", err, jerr, res.Error, out)

@@ -110,6 +110,7 @@ func TestAgent_Metrics_ReportsSync(t *testing.T) {
 	b.MustPublish(t, fstest.Change(t, "", events.ChannelAdmin, "org_unit", "north", map[string]any{"name": "North"}))
 	cfg := refreshConfig("tab1", "north")
 	cfg.DataDir, cfg.BrokerURL = t.TempDir(), b.URL()
+	cfg.Credentials = b.DeviceCreds(t, cfg.DeviceID, cfg.OrgUnits...)
 
 	a := runAgent(t, cfg, func(a *Agent) {
 		// A write made before the agent connects waits in the outbox.
@@ -201,6 +202,7 @@ func TestAgent_Metrics_SyncNowObservesReload(t *testing.T) {
 	}
 	cfg := testConfig("tab1", "north")
 	cfg.DataDir, cfg.BrokerURL = t.TempDir(), b.URL()
+	cfg.Credentials = b.DeviceCreds(t, cfg.DeviceID, cfg.OrgUnits...)
 	a := runAgent(t, cfg, nil)
 	waitStatus(t, a, "the initial sync", syncedAfter(time.Time{}))
 	if _, err := a.SyncNow(context.Background()); err != nil {

@@ -126,7 +126,7 @@ func TestSyncer_Sync_ParksForANewerBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewSyncer(old, b.Client, db, nil)
+	s := NewSyncer(old, deviceClient(t, b, old), db, nil)
 	if _, err := s.Sync(ctx, ScopeFull); err != nil {
 		t.Fatal(err)
 	}
@@ -172,6 +172,7 @@ func TestSyncer_Sync_ParksForANewerBuild(t *testing.T) {
 	// A build taking every kind starts on the same store.
 	every := testConfig("tab1", "north")
 	every.DataDir, every.BrokerURL, every.APIAddr = dir, b.URL(), "127.0.0.1:0"
+	every.Credentials = b.DeviceCreds(t, every.DeviceID, every.OrgUnits...)
 	a, err := Open(ctx, every, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +193,7 @@ func TestSyncer_Sync_ParksForANewerBuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	s = NewSyncer(newer, b.Client, db, nil)
+	s = NewSyncer(newer, deviceClient(t, b, newer), db, nil)
 	if _, err := s.Sync(ctx, ScopeFull); err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +227,7 @@ func TestSyncer_Sync_NewKindsAndSchemasAreNotBadMessages(t *testing.T) {
 	model := serverModel{}
 	model.publish(t, b, fstest.Change(t, "north", events.ChannelEvents, "event", "e1", map[string]any{"x": 1}))
 	db := mustOpenDB(t)
-	s := NewSyncer(testConfig("tab1", "north"), b.Client, db, nil)
+	s := NewSyncer(testConfig("tab1", "north"), deviceClient(t, b, testConfig("tab1", "north")), db, nil)
 	if _, err := s.Sync(ctx, ScopeEvents); err != nil {
 		t.Fatal(err)
 	}
@@ -270,13 +271,13 @@ func TestSyncer_Write_Kinds(t *testing.T) {
 	ctx := context.Background()
 	b := fstest.MustStartBroker(t, "north")
 	cfg := testConfig("tab1", "north")
-	s := NewSyncer(cfg, b.Client, mustOpenDB(t), nil)
+	s := NewSyncer(cfg, deviceClient(t, b, cfg), mustOpenDB(t), nil)
 	w := WriteRequest{OrgUnit: "north", Channel: "events", Kind: "inspection", RecordID: "i1", Body: map[string]any{"a": 1}}
 	if _, err := s.Write(ctx, w); err != nil {
 		t.Fatalf("a kind outside the catalogue: %v", err)
 	}
 	cfg.Kinds = events.KindSet{events.ChannelEvents: {"event"}}
-	s = NewSyncer(cfg, b.Client, mustOpenDB(t), nil)
+	s = NewSyncer(cfg, deviceClient(t, b, cfg), mustOpenDB(t), nil)
 	if _, err := s.Write(ctx, w); !errors.Is(err, ErrBadWrite) || !errors.Is(err, events.ErrUnknownKind) {
 		t.Fatalf("a kind the setting leaves out: %v, want ErrBadWrite", err)
 	}

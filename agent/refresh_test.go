@@ -91,7 +91,7 @@ func TestSyncer_Sync_RefreshModeStagesUntilApply(t *testing.T) {
 		model.publish(t, b, fstest.Change(t, "north", events.ChannelEvents, "event", fmt.Sprintf("e%02d", i), map[string]any{"v": 1}))
 	}
 	db := mustOpenDB(t)
-	s := NewSyncer(refreshConfig("tab1", "north"), b.Client, db, nil)
+	s := NewSyncer(refreshConfig("tab1", "north"), deviceClient(t, b, refreshConfig("tab1", "north")), db, nil)
 	if rep, err := s.Sync(ctx, ScopeFull); err != nil || rep.UpdatesAvailable {
 		t.Fatalf("initial sync: %+v %v (the first load goes live at once)", rep, err)
 	}
@@ -146,7 +146,7 @@ func TestSyncer_Sync_LiveViewServesDuringLargeStagedDownload(t *testing.T) {
 	db := mustOpenDB(t)
 	cfg := refreshConfig("tab1", "north")
 	cfg.BatchSize = 5000
-	s := NewSyncer(cfg, b.Client, db, nil)
+	s := NewSyncer(cfg, deviceClient(t, b, cfg), db, nil)
 	if _, err := s.Sync(ctx, ScopeFull); err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +216,7 @@ func TestSyncer_Sync_OwnAcceptedWriteIsNoUpdate(t *testing.T) {
 	b.MustPublish(t, fstest.Change(t, "north", events.ChannelEvents, "event", "e1", map[string]any{"x": 1}))
 	startIngest(t, b, ingest.Rights{})
 	db := mustOpenDB(t)
-	s := NewSyncer(refreshConfig("tab1", "north"), b.Client, db, nil)
+	s := NewSyncer(refreshConfig("tab1", "north"), deviceClient(t, b, refreshConfig("tab1", "north")), db, nil)
 	if _, err := s.Sync(ctx, ScopeFull); err != nil {
 		t.Fatal(err)
 	}

@@ -65,6 +65,7 @@ func TestAgent_SyncNow_KeepsConcurrentWrites(t *testing.T) {
 	startIngest(t, b, ingest.Rights{})
 	cfg := testConfig("tab1", "north") // refresh mode off in the config...
 	cfg.DataDir, cfg.BrokerURL = t.TempDir(), b.URL()
+	cfg.Credentials = b.DeviceCreds(t, cfg.DeviceID, cfg.OrgUnits...)
 	a := runAgent(t, cfg, nil)
 	waitStatus(t, a, "the initial sync", syncedAfter(time.Time{}))
 	if err := a.SetRefreshMode(ctx, true); err != nil { // ...switched on by the user

@@ -41,7 +41,7 @@ func TestAgent_Open_RetentionWipe(t *testing.T) {
 	t0 := time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)
 
 	a := agentAt(t, dir, t0)
-	if _, err := NewSyncer(a.Config(), b.Client, a.DB(), nil).Sync(ctx, ScopeFull); err != nil {
+	if _, err := NewSyncer(a.Config(), deviceClient(t, b, a.Config()), a.DB(), nil).Sync(ctx, ScopeFull); err != nil {
 		t.Fatal(err)
 	}
 	a.recordCompletion(ctx, ScopeFull, t0, true)
@@ -92,6 +92,7 @@ func TestAgent_PurgeRetained_OnItsTimer(t *testing.T) {
 	cfg := testConfig("tab1", "north")
 	zero := 0
 	cfg.BrokerURL, cfg.DataDir, cfg.RetainEventsDays, cfg.RetentionPurgeInterval = b.URL(), t.TempDir(), &zero, 100*time.Millisecond
+	cfg.Credentials = b.DeviceCreds(t, cfg.DeviceID, cfg.OrgUnits...)
 	a := startQuietAgent(t, cfg)
 	fstest.Eventually(t, 30*time.Second, func() bool { return settled(a) }, "agent synced")
 	if _, err := a.Write(ctx, WriteRequest{OrgUnit: "north", Channel: "events", Kind: "event", RecordID: "mine", Body: map[string]any{"x": 1}}); err != nil {

@@ -32,7 +32,7 @@ func TestSyncer_Sync_SnapshotTransfersEachRecordOnce(t *testing.T) {
 		}
 	}
 	db := mustOpenDB(t)
-	s := NewSyncer(testConfig("tab1", "north"), b.Client, db, nil)
+	s := NewSyncer(testConfig("tab1", "north"), deviceClient(t, b, testConfig("tab1", "north")), db, nil)
 	rep, err := s.Sync(ctx, ScopeEvents)
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +51,7 @@ func TestSyncer_Sync_RecreatesDeletedDurable(t *testing.T) {
 		model.publish(t, b, fstest.Change(t, "north", events.ChannelEvents, "event", fmt.Sprintf("e%d", i), map[string]any{"i": i}))
 	}
 	db := mustOpenDB(t)
-	s := NewSyncer(testConfig("tab1", "north"), b.Client, db, nil)
+	s := NewSyncer(testConfig("tab1", "north"), deviceClient(t, b, testConfig("tab1", "north")), db, nil)
 	if _, err := s.Sync(ctx, ScopeEvents); err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestSyncer_Sync_BadMessagesBecomeSyncErrors(t *testing.T) {
 	}
 	good(100)
 	db := mustOpenDB(t)
-	s := NewSyncer(testConfig("tab1", "north"), b.Client, db, nil)
+	s := NewSyncer(testConfig("tab1", "north"), deviceClient(t, b, testConfig("tab1", "north")), db, nil)
 	rep, err := s.Sync(ctx, ScopeEvents)
 	if err != nil {
 		t.Fatalf("bad messages must not fail the sync: %v", err)
@@ -163,7 +163,7 @@ func TestSyncer_Sync_EmptyStreams(t *testing.T) {
 		model.publish(t, b, fstest.Change(t, "north", events.ChannelEvents, "event", fmt.Sprintf("e%d", i), map[string]any{"i": i}))
 	}
 	db := mustOpenDB(t)
-	s := NewSyncer(testConfig("tab1", "north", "south"), b.Client, db, nil)
+	s := NewSyncer(testConfig("tab1", "north", "south"), deviceClient(t, b, testConfig("tab1", "north", "south")), db, nil)
 	if _, err := s.Sync(ctx, ScopeFull); err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +196,7 @@ func TestSyncer_Sync_IncompatibleServer(t *testing.T) {
 	}
 	defer sub.Unsubscribe()
 	db := mustOpenDB(t)
-	s := NewSyncer(testConfig("tab1", "north"), b.Client, db, nil)
+	s := NewSyncer(testConfig("tab1", "north"), deviceClient(t, b, testConfig("tab1", "north")), db, nil)
 	mustWrite(t, s, "north", "event", "local", map[string]any{"y": 1})
 	_, err = s.Sync(ctx, ScopeFull)
 	if !errors.Is(err, events.ErrIncompatible) || !strings.Contains(err.Error(), "upgrade the device agent") {

@@ -18,7 +18,7 @@ func TestSyncer_Sync_InitialThenDelta(t *testing.T) {
 	model.populate(t, b, units, 60, rng)
 
 	db := mustOpenDB(t)
-	s := NewSyncer(testConfig("tab1", units...), b.Client, db, nil)
+	s := NewSyncer(testConfig("tab1", units...), deviceClient(t, b, testConfig("tab1", units...)), db, nil)
 	rep, err := s.Sync(ctx, ScopeFull)
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +48,7 @@ func TestSyncer_Sync_ScopedTouchesOnlyItsChannel(t *testing.T) {
 	model := serverModel{}
 	model.populate(t, b, units, 10, rand.New(rand.NewSource(2)))
 	db := mustOpenDB(t)
-	s := NewSyncer(testConfig("tab1", units...), b.Client, db, nil)
+	s := NewSyncer(testConfig("tab1", units...), deviceClient(t, b, testConfig("tab1", units...)), db, nil)
 	if _, err := s.Sync(ctx, ScopeFull); err != nil {
 		t.Fatal(err)
 	}

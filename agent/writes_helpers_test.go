@@ -16,7 +16,7 @@ func startIngest(t *testing.T, b *fstest.Broker, rights ingest.Rights) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ingest.New(b.Client, ingest.Options{Rights: rights}).Run(ctx) }()
+	go func() { done <- ingest.New(b.IngestClient(t), ingest.Options{Rights: rights}).Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -68,7 +68,7 @@ func deviceChanges(t *testing.T, b *fstest.Broker, unit string) []*events.Envelo
 func freshView(t *testing.T, b *fstest.Broker, units ...string) serverModel {
 	t.Helper()
 	db := mustOpenDB(t)
-	if _, err := NewSyncer(testConfig("observer", units...), b.Client, db, nil).Sync(context.Background(), ScopeFull); err != nil {
+	if _, err := NewSyncer(testConfig("observer", units...), deviceClient(t, b, testConfig("observer", units...)), db, nil).Sync(context.Background(), ScopeFull); err != nil {
 		t.Fatal(err)
 	}
 	return liveServerView(t, db)

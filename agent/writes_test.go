@@ -46,7 +46,7 @@ func TestSyncer_Upload_OfflineWritesAppliedOnceInOrder(t *testing.T) {
 	}
 	defer db.Close()
 	startIngest(t, b, ingest.Rights{})
-	s := NewSyncer(cfg, b.Client, db, nil)
+	s := NewSyncer(cfg, deviceClient(t, b, cfg), db, nil)
 	settle(t, s)
 
 	applied := deviceChanges(t, b, "north")
@@ -86,7 +86,7 @@ func TestSyncer_Sync_UploadsBeforeDownload(t *testing.T) {
 	b.MustPublish(t, fstest.Change(t, "north", events.ChannelEvents, "event", "server1", map[string]any{"x": 1}))
 	startIngest(t, b, ingest.Rights{})
 	db := mustOpenDB(t)
-	s := NewSyncer(testConfig("tab1", "north"), b.Client, db, nil)
+	s := NewSyncer(testConfig("tab1", "north"), deviceClient(t, b, testConfig("tab1", "north")), db, nil)
 	for i := 0; i < 5; i++ {
 		mustWrite(t, s, "north", "action", fmt.Sprintf("a%d", i), map[string]any{"i": i})
 	}
@@ -119,7 +119,7 @@ func TestSyncer_Write_LiveViewShowsPendingOnTop(t *testing.T) {
 	b := fstest.MustStartBroker(t, "north")
 	v := b.MustPublish(t, fstest.Change(t, "north", events.ChannelEvents, "event", "e1", map[string]any{"by": "server"}))
 	db := mustOpenDB(t)
-	s := NewSyncer(testConfig("tab1", "north"), b.Client, db, nil)
+	s := NewSyncer(testConfig("tab1", "north"), deviceClient(t, b, testConfig("tab1", "north")), db, nil)
 	if _, err := s.Sync(ctx, ScopeFull); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,8 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -157,4 +159,22 @@ func TestBroker_Auth_Revoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	hasRecord(t, bAgent, "north", events.ChannelEvents, "event", "e2", v)
+}
+
+// TestBroker_Auth_ManyUnits: a device assigned 60 units connects with its
+// credentials (a user JWT of about 68 KB, past nats-server's default 4 KiB
+// protocol line) and syncs a record of its last unit.
+func TestBroker_Auth_ManyUnits(t *testing.T) {
+	units := make([]string, 60)
+	for i := range units {
+		units[i] = fmt.Sprintf("unit%02d", i)
+	}
+	b := openBroker(t, testConfig(t.TempDir(), units...))
+	creds := fstest.MustDeviceCreds(t, b.Authority(), "A", units...)
+	if data, err := os.ReadFile(creds); err != nil || len(data) < 60<<10 {
+		t.Fatalf("credentials of %d bytes (%v): the test needs a JWT past 60 KiB", len(data), err)
+	}
+	v := publishChange(t, b, units[59], events.ChannelEvents, "event", "last")
+	a := runAgent(t, b, "A", creds, units...)
+	hasRecord(t, a, units[59], events.ChannelEvents, "event", "last", v)
 }

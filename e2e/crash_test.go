@@ -87,7 +87,7 @@ func TestAgent_KilledBetweenPublishAndRecord(t *testing.T) {
 	startIngest(t, b)
 	path := t.TempDir() + "/device.db"
 	queueWrites(t, path, 3, 3)
-	up, published := startChild(t, "uploader", "published", "FS_BROKER="+b.URL(), "FS_DB="+path)
+	up, published := startChild(t, "uploader", "published", "FS_BROKER="+b.URL(), "FS_CREDS="+b.DeviceCreds(t, uploaderDevice, "north"), "FS_DB="+path)
 	up.kill() // SIGKILL after the publish, before the store recorded it
 
 	ctx := context.Background()
@@ -195,7 +195,7 @@ func startIngest(t *testing.T, b *fstest.Broker) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ingest.New(b.Client, ingest.Options{}).Run(ctx) }()
+	go func() { done <- ingest.New(b.IngestClient(t), ingest.Options{}).Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		<-done

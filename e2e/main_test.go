@@ -14,6 +14,7 @@ import (
 
 	"github.com/fieldsync/fieldsync/agent"
 	"github.com/fieldsync/fieldsync/broker"
+	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/natsjs"
 	"github.com/fieldsync/fieldsync/store"
 )
@@ -45,11 +46,21 @@ func runBroker() int {
 	select {}
 }
 
+// uploaderDevice is the device the uploader child runs as.
+const uploaderDevice = "tab1"
+
+// uploaderOptions connect the uploader child as uploaderDevice with the
+// credentials file FS_CREDS.
+func uploaderOptions() natsjs.ConnectOptions {
+	inbox, _ := events.DeviceInboxPrefix(uploaderDevice)
+	return natsjs.ConnectOptions{Name: "uploader", Credentials: os.Getenv("FS_CREDS"), InboxPrefix: inbox}
+}
+
 // runUploader uploads FS_DB's queued writes to FS_BROKER and, after the
 // first publish, announces it and hangs before recording it as sent.
 func runUploader() int {
 	ctx := context.Background()
-	client, err := natsjs.Connect(os.Getenv("FS_BROKER"), natsjs.ConnectOptions{Name: "uploader"})
+	client, err := natsjs.Connect(os.Getenv("FS_BROKER"), uploaderOptions())
 	if err != nil {
 		fmt.Println("error", err)
 		return 1
@@ -59,7 +70,7 @@ func runUploader() int {
 		fmt.Println("error", err)
 		return 1
 	}
-	s := agent.NewSyncer(agent.Config{DeviceID: "tab1", OrgUnits: []string{"north"}}, client, db, nil)
+	s := agent.NewSyncer(agent.Config{DeviceID: uploaderDevice, OrgUnits: []string{"north"}}, client, db, nil)
 	agent.SetBeforeMarkSent(s, func(m store.Mutation) {
 		fmt.Println("published", m.MutationID)
 		select {}

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -16,8 +14,8 @@ import (
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/internal/fstest"
 	"github.com/fieldsync/fieldsync/internal/retry"
+	"github.com/fieldsync/fieldsync/natsauth"
 	"github.com/fieldsync/fieldsync/natsjs"
-	"github.com/fieldsync/fieldsync/natsserver"
 )
 
 // healthLog records what an ingester reports to Options.OnHealth.
@@ -116,16 +114,8 @@ func TestIngester_Run_ResumesAfterDurableDeleted(t *testing.T) {
 func TestIngester_Run_ResumesAfterBrokerRestart(t *testing.T) {
 	t.Parallel()
 	b := fstest.MustStartBroker(t, "north")
-	u, err := url.Parse(b.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, _ := strconv.Atoi(u.Port())
-	client, err := natsjs.Connect(b.URL(), natsjs.ConnectOptions{Name: "ingest"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(client.Close)
+	client := b.ConnectComponent(t, natsauth.RoleIngest, natsjs.ConnectOptions{Name: "ingest"})
+	dev := b.ConnectDevice(t, "tab1", "north")
 	var health healthLog
 	startOn(t, client, Options{OnHealth: health.record, Retry: retry.Policy{Initial: 50 * time.Millisecond}}, nil)
 	results := func(mut string) *events.Result {
@@ -136,25 +126,18 @@ func TestIngester_Run_ResumesAfterBrokerRestart(t *testing.T) {
 		r, _ := l.Get(testCtx(t), "tab1", mut)
 		return r
 	}
-	if _, err := client.PublishUpload(testCtx(t), mutation(t, "tab1", "m1", "north", "r1", 0, "", map[string]any{"n": 1})); err != nil {
+	if _, err := dev.PublishUpload(testCtx(t), mutation(t, "tab1", "m1", "north", "r1", 0, "", map[string]any{"n": 1})); err != nil {
 		t.Fatal(err)
 	}
 	fstest.Eventually(t, waitFor, func() bool { return results("m1") != nil }, "m1 decided")
 
-	if err := b.Server.Close(testCtx(t)); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := natsserver.Start(testCtx(t), natsserver.Config{Name: "test", Port: port, StoreDir: b.Dir})
-	if err != nil {
-		t.Fatalf("restart on port %d: %v", port, err)
-	}
-	t.Cleanup(func() { srv.Close(context.Background()) })
+	b.Restart(t)
 	restarted := time.Now()
 	fstest.Eventually(t, 10*time.Second, client.Connected, "ingest's connection back")
 
 	// Uploads keep being tried until the broker has its streams back.
 	fstest.Eventually(t, 10*time.Second, func() bool {
-		_, err := client.PublishUpload(testCtx(t), mutation(t, "tab1", "m2", "north", "r2", 0, "", map[string]any{"n": 2}))
+		_, err := dev.PublishUpload(testCtx(t), mutation(t, "tab1", "m2", "north", "r2", 0, "", map[string]any{"n": 2}))
 		return err == nil
 	}, "upload after the restart stored")
 	fstest.Eventually(t, 10*time.Second, func() bool {

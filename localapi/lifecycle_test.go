@@ -46,7 +46,7 @@ func runIngest(t *testing.T, b *fstest.Broker) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ingest.New(b.Client, ingest.Options{Log: quietLog()}).Run(ctx) }()
+	go func() { done <- ingest.New(b.IngestClient(t), ingest.Options{Log: quietLog()}).Run(ctx) }()
 	stopped := false
 	stop = func() {
 		if stopped {

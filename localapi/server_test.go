@@ -408,6 +408,9 @@ func blockingMode() *bool {
 // test ends, and waits for its first sync to complete.
 func (e *env) run(t *testing.T, cfg agent.Config) {
 	t.Helper()
+	if cfg.Credentials == "" { // the device's own, issued as an operator would
+		cfg.Credentials = e.broker.DeviceCreds(t, cfg.DeviceID, cfg.OrgUnits...)
+	}
 	a, err := agent.Open(ctxT(t), cfg, quietLog())
 	if err != nil {
 		t.Fatal(err)

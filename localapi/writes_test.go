@@ -40,7 +40,7 @@ func (e *env) startIngest(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ingest.New(e.broker.Client, ingest.Options{Log: quietLog()}).Run(ctx) }()
+	go func() { done <- ingest.New(e.broker.IngestClient(t), ingest.Options{Log: quietLog()}).Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -56,7 +56,9 @@ func TestIngestReader_Next_BoundedByBytes(t *testing.T) {
 func TestClient_PublishUploads(t *testing.T) {
 	b := fstest.MustStartBroker(t, "north")
 	ctx := context.Background()
-	c, err := natsjs.Connect(b.URL(), natsjs.ConnectOptions{Name: "tab1", RetryOnFailedConnect: true})
+	opts := b.DeviceOptions(t, "tab1", "north")
+	opts.RetryOnFailedConnect = true
+	c, err := natsjs.Connect(b.URL(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

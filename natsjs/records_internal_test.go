@@ -28,12 +28,17 @@ func realMessages(t *testing.T, envs ...*events.Envelope) []jetstream.Msg {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	t.Cleanup(cancel)
-	srv, err := natsserver.Start(ctx, natsserver.Config{Port: -1, StoreDir: t.TempDir()})
+	// A user and password rather than operator mode: this package's own
+	// tests cannot import natsauth (it imports natsjs).
+	srv, err := natsserver.Start(ctx, natsserver.Config{Port: -1, StoreDir: t.TempDir(), Users: map[string]string{"test": "secret"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close(context.Background()) })
-	nc, err := srv.Connect("test")
+	if _, err := nats.Connect(srv.ClientURL()); err == nil {
+		t.Fatal("connected without credentials")
+	}
+	nc, err := srv.Connect("test", nats.UserInfo("test", "secret"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,12 +33,7 @@ func countJSAPI(tb testing.TB, b *fstest.Broker) *atomic.Int64 {
 // deviceClient connects as a device over the network.
 func deviceClient(tb testing.TB, b *fstest.Broker) *natsjs.Client {
 	tb.Helper()
-	c, err := natsjs.Connect(b.URL(), natsjs.ConnectOptions{Name: "tab1"})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(c.Close)
-	return c
+	return b.ConnectDevice(tb, "tab1", "north")
 }
 
 func accepted(mutation string, version uint64) *events.Result {

@@ -90,6 +90,13 @@ type OperatorAuth struct {
 	Accounts map[string]string
 }
 
+// maxControlLine is the longest protocol line the server reads (nats-server
+// defaults to 4 KiB). A device's CONNECT carries its user JWT, whose
+// permissions name its own consumers on each of its units' streams: about
+// 2.7 KB for one unit and 1.1 KB more per unit, so 4 KiB refused a device
+// of two units. 256 KiB allows about 230 units per device.
+const maxControlLine = 256 << 10
+
 // Server is a running embedded nats-server.
 type Server struct {
 	ns *server.Server
@@ -111,6 +118,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		JetStreamMaxStore:  cfg.MaxStore,
 		JetStreamMaxMemory: 256 << 20,
 		NoSigs:             true,
+		MaxControlLine:     maxControlLine,
 		JetStreamLimits:    server.JSLimitOpts{DefaultMaxConsumers: cfg.DefaultMaxConsumers},
 	}
 	if cfg.TLS != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/internal/fstest"
+	"github.com/fieldsync/fieldsync/natsauth"
 	"github.com/fieldsync/fieldsync/publish"
 )
 
@@ -44,7 +45,7 @@ func serveNATS(t *testing.T, b *fstest.Broker, svc *publish.Service) (*publish.C
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sub.Unsubscribe() })
-	nc, err := nats.Connect(b.URL(), nats.Name("publish-test"))
+	nc, err := nats.Connect(b.URL(), nats.Name("publish-test"), b.ComponentOption(t, natsauth.RoleTool))
 	if err != nil {
 		t.Fatal(err)
 	}

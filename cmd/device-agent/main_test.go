@@ -35,6 +35,7 @@ func startAgent(t *testing.T) (string, *fstest.Broker) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := agent.Config{RefreshMode: blockingMode(), DeviceID: "tab-cli", User: "bob", OrgUnits: []string{"north"}, BrokerURL: b.URL(),
 		DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", StallTimeout: 5 * time.Second}
+	cfg.Credentials = b.DeviceCreds(t, cfg.DeviceID, cfg.OrgUnits...)
 	api := serveAgent(t, cfg, log)
 	c := apiClient(t, api)
 	var st agent.Status

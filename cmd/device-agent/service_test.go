@@ -79,10 +79,11 @@ func TestConfigPathFor(t *testing.T) {
 
 // writeAgentConfig writes an agent config file for a device of unit north
 // on broker and returns its path.
-func writeAgentConfig(t *testing.T, broker, dataDir string) string {
+func writeAgentConfig(t *testing.T, broker, creds, dataDir string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "device-agent.yaml")
-	yaml := fmt.Sprintf("device_id: tab-svc\nuser: bob\norg_units: [north]\nbroker_url: %q\ndata_dir: %q\napi_addr: 127.0.0.1:0\n", broker, dataDir)
+	yaml := fmt.Sprintf("device_id: tab-svc\nuser: bob\norg_units: [north]\nbroker_url: %q\ncredentials: %q\ndata_dir: %q\napi_addr: 127.0.0.1:0\n",
+		broker, creds, dataDir)
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +99,7 @@ func TestServiceProgram_StartStop(t *testing.T) {
 	t.Cleanup(func() { logToFile = prev })
 
 	out := &fstest.Output{}
-	prg := newProgram(writeAgentConfig(t, b.URL(), dataDir), false)
+	prg := newProgram(writeAgentConfig(t, b.URL(), b.DeviceCreds(t, "tab-svc", "north"), dataDir), false)
 	prg.out, prg.stopTimeout = out, 10*time.Second
 	prg.exited = func(err error) { t.Errorf("the agent stopped on its own: %v", err) }
 	if err := prg.Start(nil); err != nil {
@@ -160,7 +161,7 @@ func TestServiceProgram_BadConfig(t *testing.T) {
 func TestServiceProgram_StopTimeout(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
-	prg := newProgram(writeAgentConfig(t, "nats://127.0.0.1:1", t.TempDir()), false)
+	prg := newProgram(writeAgentConfig(t, "nats://127.0.0.1:1", "", t.TempDir()), false)
 	prg.stopTimeout = 100 * time.Millisecond
 	prg.run = func(context.Context, string, bool, io.Writer) error { <-release; return nil } // ignores cancellation
 	if err := prg.Start(nil); err != nil {
@@ -174,7 +175,7 @@ func TestServiceProgram_StopTimeout(t *testing.T) {
 }
 
 func TestServiceProgram_ExitedOnItsOwn(t *testing.T) {
-	prg := newProgram(writeAgentConfig(t, "nats://127.0.0.1:1", t.TempDir()), false)
+	prg := newProgram(writeAgentConfig(t, "nats://127.0.0.1:1", "", t.TempDir()), false)
 	failure := errors.New("address in use")
 	prg.run = func(context.Context, string, bool, io.Writer) error { return failure }
 	exited := make(chan error, 1)

@@ -31,7 +31,7 @@ func startWriteAgent(t *testing.T) (string, *fstest.Broker, uint64) {
 
 	ictx, icancel := context.WithCancel(context.Background())
 	idone := make(chan error, 1)
-	go func() { idone <- ingest.New(b.Client, ingest.Options{Log: log}).Run(ictx) }()
+	go func() { idone <- ingest.New(b.IngestClient(t), ingest.Options{Log: log}).Run(ictx) }()
 	t.Cleanup(func() {
 		icancel()
 		if err := <-idone; err != nil {
@@ -41,6 +41,7 @@ func startWriteAgent(t *testing.T) (string, *fstest.Broker, uint64) {
 
 	cfg := agent.Config{RefreshMode: blockingMode(), DeviceID: "tab-cli", User: "bob", OrgUnits: []string{"north"}, BrokerURL: b.URL(),
 		DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", StallTimeout: 5 * time.Second, AutosyncInterval: 50 * time.Millisecond}
+	cfg.Credentials = b.DeviceCreds(t, cfg.DeviceID, cfg.OrgUnits...)
 	api := serveAgent(t, cfg, log)
 	c := apiClient(t, api)
 	waitFor(t, "initial sync", func() (bool, string) {

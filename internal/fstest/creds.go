@@ -1,10 +1,12 @@
 package fstest
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 
 	"github.com/fieldsync/fieldsync/events"
@@ -42,6 +44,28 @@ func mustWriteCreds(tb testing.TB, name string, creds []byte) string {
 		tb.Fatal(err)
 	}
 	return path
+}
+
+// mustRewriteCreds replaces the user JWT of the credentials file at path
+// with userJWT, keeping its seed (a re-issued JWT for the same key).
+func mustRewriteCreds(tb testing.TB, path, userJWT string) {
+	tb.Helper()
+	old, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	kp, err := jwt.ParseDecoratedUserNKey(old)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	seed, _ := kp.Seed()
+	creds, err := jwt.FormatUserConfig(userJWT, seed)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := natsauth.WriteCreds(path, creds); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // MustConnectDevice issues credentials for device (units) from a and

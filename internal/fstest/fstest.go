@@ -1,62 +1,93 @@
 // Package fstest holds test helpers shared by fieldsync's packages: a real
-// embedded broker in a temporary directory and envelope builders. Nothing
-// here is mocked. Output collects and waits on what a component prints.
+// embedded broker in a temporary directory, with NATS decentralized auth
+// on and credentials issued as an operator would, and envelope builders.
+// Nothing here is mocked. Output collects and waits on what a component
+// prints.
 package fstest
 
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/natsauth"
 	"github.com/fieldsync/fieldsync/natsjs"
 	"github.com/fieldsync/fieldsync/natsserver"
 )
 
-// Broker is an embedded nats-server with fieldsync's streams provisioned.
+// Broker is an embedded nats-server with fieldsync's streams provisioned,
+// in operator mode: every client needs credentials from Auth.
 type Broker struct {
 	Server *natsserver.Server
+	// Client is the server side's own connection (the broker identity,
+	// [natsauth.RoleBroker]): it publishes server changes and results.
+	// Device code under test connects with [Broker.ConnectDevice].
 	Client *natsjs.Client
-	Dir    string
+	// Auth is the operator's authority: it issues device, integration and
+	// component credentials for this broker.
+	Auth *natsauth.Authority
+	Dir  string
 	// Hello answers the agents' version check; unsubscribe it to answer
 	// differently.
 	Hello *nats.Subscription
+
+	cfg    natsserver.Config
+	mu     sync.Mutex
+	issued map[string]issued // device -> its credentials
+}
+
+type issued struct {
+	path  string
+	units []string
 }
 
 // MustStartBroker starts a JetStream server on a random loopback port in a
-// temporary directory, provisions streams for units and stops it when the
-// test ends.
+// temporary directory, with auth on (an operator, the tenant account, the
+// broker identity for [Broker.Client]), provisions streams for units and
+// stops it when the test ends.
 func MustStartBroker(tb testing.TB, units ...string) *Broker {
 	tb.Helper()
 	dir := tb.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	srv, err := natsserver.Start(ctx, natsserver.Config{Name: "test", Port: -1, StoreDir: dir})
+	auth, err := natsauth.Open(filepath.Join(dir, "auth"))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	nc, err := srv.Connect("fstest")
+	op := &natsserver.OperatorAuth{OperatorJWT: auth.OperatorJWT(), SystemAccount: auth.SystemAccount(), Accounts: auth.Accounts()}
+	cfg := natsserver.Config{Name: "test", Port: -1, StoreDir: filepath.Join(dir, "js"), Operator: op}
+	srv, err := natsserver.Start(ctx, cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c, err := natsjs.NewClient(nc)
+	b := &Broker{Server: srv, Auth: auth, Dir: dir, cfg: cfg, issued: map[string]issued{}}
+	nc, err := srv.Connect("fstest", b.ComponentOption(tb, natsauth.RoleBroker))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := c.Provision(ctx, units, natsjs.StreamPolicy{}); err != nil {
+	if b.Client, err = natsjs.NewClient(nc); err != nil {
 		tb.Fatal(err)
 	}
-	if err := c.ProvisionIngest(ctx, natsjs.IngestPolicy{}); err != nil {
+	if err := b.Client.Provision(ctx, units, natsjs.StreamPolicy{}); err != nil {
 		tb.Fatal(err)
 	}
-	hello, err := natsjs.ServeHello(nc, events.LocalHello("broker"))
-	if err != nil {
+	if err := b.Client.ProvisionIngest(ctx, natsjs.IngestPolicy{}); err != nil {
+		tb.Fatal(err)
+	}
+	if b.Hello, err = natsjs.ServeHello(nc, events.LocalHello("broker")); err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {
@@ -65,7 +96,117 @@ func MustStartBroker(tb testing.TB, units ...string) *Broker {
 		defer cancel()
 		srv.Close(ctx)
 	})
-	return &Broker{Server: srv, Client: c, Dir: dir, Hello: hello}
+	return b
+}
+
+// Restart stops the server and starts it again on the same port, store
+// and accounts, as a broker restart does; clients over the network
+// reconnect. [Broker.Client] (in-process) does not come back.
+func (b *Broker) Restart(tb testing.TB) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	u, err := url.Parse(b.URL())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg := b.cfg
+	if cfg.Port, err = strconv.Atoi(u.Port()); err != nil {
+		tb.Fatal(err)
+	}
+	if err := b.Server.Close(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	if b.Server, err = natsserver.Start(ctx, cfg); err != nil {
+		tb.Fatalf("restart on port %d: %v", cfg.Port, err)
+	}
+	srv := b.Server
+	tb.Cleanup(func() { srv.Close(context.Background()) })
+}
+
+// DeviceCreds returns the path of device's credentials file, carrying
+// units, issuing them at the first call as `broker-embed device add`
+// would. A later call with other units re-issues the device's JWT for
+// them (as an assignment change does) and rewrites the file.
+func (b *Broker) DeviceCreds(tb testing.TB, device string, units ...string) string {
+	tb.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	got, ok := b.issued[device]
+	switch {
+	case !ok:
+		got = issued{path: MustDeviceCreds(tb, b.Auth, device, units...), units: slices.Clone(units)}
+	case !sameUnits(got.units, units):
+		u, _, err := b.Auth.SetDeviceAccess(device, "", units)
+		if err != nil {
+			tb.Fatalf("re-issue device %s for %v: %v", device, units, err)
+		}
+		mustRewriteCreds(tb, got.path, u.JWT)
+		got.units = slices.Clone(units)
+	}
+	b.issued[device] = got
+	return got.path
+}
+
+// ConnectDevice connects to the broker over the network as device
+// (units), with its credentials and inbox prefix, as the agent does. The
+// connection is closed when the test ends.
+func (b *Broker) ConnectDevice(tb testing.TB, device string, units ...string) *natsjs.Client {
+	tb.Helper()
+	return MustConnectCreds(tb, b.URL(), b.DeviceCreds(tb, device, units...), device)
+}
+
+// DeviceOptions are the connect options of device (units): its name,
+// credentials file and inbox prefix.
+func (b *Broker) DeviceOptions(tb testing.TB, device string, units ...string) natsjs.ConnectOptions {
+	tb.Helper()
+	inbox, err := events.DeviceInboxPrefix(device)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return natsjs.ConnectOptions{Name: device, Credentials: b.DeviceCreds(tb, device, units...), InboxPrefix: inbox}
+}
+
+// ComponentOption is the connect option of the broker's component role
+// (ingest, publish, the tools; [natsauth.RoleBroker] for everything).
+func (b *Broker) ComponentOption(tb testing.TB, role natsauth.Role) nats.Option {
+	tb.Helper()
+	userJWT, seed, err := b.Auth.Component(role)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return nats.UserJWTAndSeed(userJWT, seed)
+}
+
+// ConnectComponent connects to the broker over the network as role.
+func (b *Broker) ConnectComponent(tb testing.TB, role natsauth.Role, opts natsjs.ConnectOptions) *natsjs.Client {
+	tb.Helper()
+	userJWT, seed, err := b.Auth.Component(role)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	creds, err := jwt.FormatUserConfig(userJWT, []byte(seed))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	opts.Credentials = mustWriteCreds(tb, string(role), creds)
+	c, err := natsjs.Connect(b.URL(), opts)
+	if err != nil {
+		tb.Fatalf("connect as %s: %v", role, err)
+	}
+	tb.Cleanup(c.Close)
+	return c
+}
+
+// IngestClient connects as ingest's own identity ([natsauth.RoleIngest]),
+// for tests that run an ingester.
+func (b *Broker) IngestClient(tb testing.TB) *natsjs.Client {
+	tb.Helper()
+	return b.ConnectComponent(tb, natsauth.RoleIngest, natsjs.ConnectOptions{Name: "ingest"})
+}
+
+func sameUnits(a, b []string) bool {
+	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
 }
 
 // URL is the broker's client URL.

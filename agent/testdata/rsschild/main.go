@@ -33,24 +33,29 @@ func main() {
 	broker := flag.String("broker", "", "broker URL")
 	dir := flag.String("dir", "", "data dir")
 	unit := flag.String("unit", "", "org unit")
+	creds := flag.String("creds", "", "device tab-rss's credentials file")
 	flag.Parse()
 	var res result
-	if err := run(*broker, *dir, *unit, &res); err != nil {
+	if err := run(*broker, *creds, *dir, *unit, &res); err != nil {
 		res.Error = err.Error()
 	}
 	json.NewEncoder(os.Stdout).Encode(res)
 }
 
-func run(broker, dir, unit string, res *result) error {
+func run(broker, creds, dir, unit string, res *result) error {
 	ctx := context.Background()
-	cfg := agent.Config{DeviceID: "tab-rss", OrgUnits: []string{unit}, BrokerURL: broker, DataDir: dir}.WithDefaults()
+	cfg := agent.Config{DeviceID: "tab-rss", OrgUnits: []string{unit}, BrokerURL: broker, Credentials: creds, DataDir: dir}.WithDefaults()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	a, err := agent.Open(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	client, err := natsjs.Connect(broker, natsjs.ConnectOptions{Name: "rss-child"})
+	inbox, err := events.DeviceInboxPrefix(cfg.DeviceID)
+	if err != nil {
+		return err
+	}
+	client, err := natsjs.Connect(broker, natsjs.ConnectOptions{Name: "rss-child", Credentials: creds, InboxPrefix: inbox})
 	if err != nil {
 		return err
 	}
