@@ -98,6 +98,12 @@ func FuzzParseSubject(f *testing.F) {
 			}
 			return
 		}
+		if a == (events.Address{}) { // the stored per-device form
+			if back, err := events.StoredUploadSubject(dev); err != nil || back != s {
+				t.Fatalf("parsed stored upload subject %q as %s but StoredUploadSubject = %q, %v", s, dev, back, err)
+			}
+			return
+		}
 		if back, err := events.UploadSubject(dev, a); err != nil || back != s {
 			t.Fatalf("parsed upload %q as %s %+v but UploadSubject = %q, %v", s, dev, a, back, err)
 		}

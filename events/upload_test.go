@@ -24,10 +24,13 @@ func TestUploadSubject(t *testing.T) {
 		t.Fatalf("tenant-wide upload accepted: %v", err)
 	}
 	for _, bad := range []string{"fs.up.tab1.north.events.event", "fs.up.t*b.north.events.event.r", "fs.org.north.events.event.r1",
-		"fs.up.tab1.north.events.space*ship.r", "fs.up.tab1.north.events.event.r.x"} {
+		"fs.up.tab1.north.events.space*ship.r", "fs.up.tab1.north.events.event.r.x", "fs.up.t*b", "fs.up", "fs.up.tab1.north"} {
 		if _, _, err := events.ParseUploadSubject(bad); !errors.Is(err, events.ErrBadSubject) {
 			t.Errorf("ParseUploadSubject(%q) = %v, want ErrBadSubject", bad, err)
 		}
+	}
+	if a.Key() != "north.events.event.r1" {
+		t.Fatalf("Key = %q", a.Key())
 	}
 	if s, err := events.ResultSubject("tab1", "m1"); err != nil || s != "fs.res.tab1.m1" {
 		t.Fatalf("ResultSubject = %q, %v", s, err)
@@ -69,5 +72,26 @@ func TestMutationEventID(t *testing.T) {
 	}
 	if err := events.ValidToken(a); err != nil {
 		t.Fatalf("event id %q is not a token: %v", a, err)
+	}
+}
+
+// TestStoredUploadSubject: FS_UPLOADS stores a device's uploads under
+// fs.up.<device>, which parses back to the device with no address, and
+// the stream's transform maps exactly the 7-token upload subjects there.
+func TestStoredUploadSubject(t *testing.T) {
+	s, err := events.StoredUploadSubject("tab-1")
+	if err != nil || s != "fs.up.tab-1" {
+		t.Fatalf("StoredUploadSubject = %q, %v", s, err)
+	}
+	dev, a, err := events.ParseUploadSubject(s)
+	if err != nil || dev != "tab-1" || a != (events.Address{}) {
+		t.Fatalf("ParseUploadSubject(%q) = %q %+v %v, want tab-1 and no address", s, dev, a, err)
+	}
+	if _, err := events.StoredUploadSubject("tab.1"); !errors.Is(err, events.ErrBadSubject) {
+		t.Fatalf("dotted device accepted: %v", err)
+	}
+	src, dest := events.UploadSubjectTransform()
+	if src != "fs.up.*.*.*.*.*" || dest != "fs.up.{{wildcard(1)}}" {
+		t.Fatalf("transform %s -> %s", src, dest)
 	}
 }

@@ -47,13 +47,13 @@ func FuzzIngester_Decide(f *testing.F) {
 		return info.State.LastSeq
 	}
 	for _, s := range decideSeeds(f) {
-		f.Add(s.subject, s.data, s.msgID, s.delivered)
+		f.Add(s.subject, s.data, s.msgID, s.delivered, s.address)
 	}
-	f.Fuzz(func(t *testing.T, subject string, data []byte, msgID string, delivered uint8) {
+	f.Fuzz(func(t *testing.T, subject string, data []byte, msgID string, delivered uint8, address string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		before := deadLetters(ctx, t)
-		u := &natsjs.Upload{Subject: subject, Data: data, MsgID: msgID, StreamSeq: 1, Delivered: uint64(delivered)}
+		u := &natsjs.Upload{Subject: subject, Data: data, MsgID: msgID, StreamSeq: 1, Delivered: uint64(delivered), Address: address}
 		res, err := in.decide(ctx, u)
 		switch {
 		case err != nil:
@@ -104,6 +104,7 @@ type decideSeed struct {
 	data      []byte
 	msgID     string
 	delivered uint8
+	address   string // the Fs-Address header
 }
 
 // decideSeeds are one upload of each way decide ends; the same inputs are
@@ -121,16 +122,19 @@ func decideSeeds(tb testing.TB) []decideSeed {
 	r1, r2 := addr("north", events.ChannelEvents, "event", "r1"), addr("north", events.ChannelEvents, "event", "r2")
 	west, admin := addr("west", events.ChannelEvents, "event", "r1"), addr("north", events.ChannelAdmin, "setting", "s1")
 	return []decideSeed{
-		{up("tab1", r1), enc("tab1", "m1", r1, 0, ""), "tab1.m1", 1},               // accepted
-		{up("tab1", r2), enc("tab1", "m2", r2, 7, ""), "tab1.m2", 1},               // conflict: stale base
-		{up("tab1", r2), enc("tab1", "m3", r2, 0, "m-never"), "tab1.m3", 1},        // waits for m-never
-		{up("tab1", r2), enc("tab1", "m4", r2, 0, "m-never"), "tab1.m4", maxWaits}, // broken chain
-		{up("tab2", r1), enc("tab1", "m5", r1, 0, ""), "tab2.m5", 1},               // wrong device
-		{up("tab1", r2), enc("tab1", "m6", r1, 0, ""), "tab1.m6", 1},               // record not the subject's
-		{up("tab1", west), enc("tab1", "m7", west, 0, ""), "tab1.m7", 1},           // unknown unit
-		{up("tab1", admin), enc("tab1", "m8", admin, 0, ""), "tab1.m8", 1},         // not allowed
-		{up("tab1", r1), []byte{0xc1, 0x00, 0xff}, "tab1.m-bad", 1},                // garbage, answerable
-		{up("tab1", r1), []byte("junk"), "", 1},                                    // garbage, no mutation
-		{"fs.up.tab1.north.events", []byte("junk"), "tab1.m-short", 1},             // no upload subject
+		{up("tab1", r1), enc("tab1", "m1", r1, 0, ""), "tab1.m1", 1, ""},               // accepted
+		{up("tab1", r2), enc("tab1", "m2", r2, 7, ""), "tab1.m2", 1, ""},               // conflict: stale base
+		{up("tab1", r2), enc("tab1", "m3", r2, 0, "m-never"), "tab1.m3", 1, ""},        // waits for m-never
+		{up("tab1", r2), enc("tab1", "m4", r2, 0, "m-never"), "tab1.m4", maxWaits, ""}, // broken chain
+		{up("tab2", r1), enc("tab1", "m5", r1, 0, ""), "tab2.m5", 1, ""},               // wrong device
+		{up("tab1", r2), enc("tab1", "m6", r1, 0, ""), "tab1.m6", 1, ""},               // record not the subject's
+		{up("tab1", west), enc("tab1", "m7", west, 0, ""), "tab1.m7", 1, ""},           // unknown unit
+		{up("tab1", admin), enc("tab1", "m8", admin, 0, ""), "tab1.m8", 1, ""},         // not allowed
+		{up("tab1", r1), []byte{0xc1, 0x00, 0xff}, "tab1.m-bad", 1, ""},                // garbage, answerable
+		{up("tab1", r1), []byte("junk"), "", 1, ""},                                    // garbage, no mutation
+		{"fs.up.tab1.north.events", []byte("junk"), "tab1.m-short", 1, ""},             // no upload subject
+		{"fs.up.tab1", enc("tab1", "m9", r1, 0, ""), "tab1.m9", 1, r1.Key()},           // stored per device: accepted
+		{"fs.up.tab1", enc("tab1", "m10", r1, 0, ""), "tab1.m10", 1, r2.Key()},         // header not the envelope's record
+		{"fs.up.tab1", enc("tab1", "m11", r2, 0, ""), "tab1.m11", 1, ""},               // stored, no header (older agent)
 	}
 }
