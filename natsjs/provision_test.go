@@ -150,3 +150,41 @@ func TestClient_UnitState(t *testing.T) {
 		t.Fatalf("unknown unit: %v, want ErrUnknownUnit", err)
 	}
 }
+
+// TestClient_ProvisionIngest_LegacyUploads: a FS_UPLOADS an older build
+// made with limits retention (nats-server cannot turn it into a work
+// queue in place) is kept as it is, with its messages, and reported with
+// ErrLegacyUploads; the other ingest streams are still provisioned.
+func TestClient_ProvisionIngest_LegacyUploads(t *testing.T) {
+	b := fstest.MustStartBroker(t, "north")
+	ctx := testCtx(t)
+	js, err := jetstream.New(b.Client.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{events.UploadStream, events.ResultStream} {
+		if err := js.DeleteStream(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: events.UploadStream, Subjects: []string{events.UploadSubjects()}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "fs.up.tab1.north.events.event.r1", []byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	err = b.Client.ProvisionIngest(ctx, natsjs.IngestPolicy{})
+	if !errors.Is(err, natsjs.ErrLegacyUploads) {
+		t.Fatalf("ProvisionIngest over a limits FS_UPLOADS: %v, want ErrLegacyUploads", err)
+	}
+	s, err := js.Stream(ctx, events.UploadStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info := s.CachedInfo(); info.Config.Retention != jetstream.LimitsPolicy || info.State.Msgs != 1 {
+		t.Fatalf("legacy FS_UPLOADS now %v with %d messages, want limits with its 1", info.Config.Retention, info.State.Msgs)
+	}
+	if _, err := js.Stream(ctx, events.ResultStream); err != nil {
+		t.Fatalf("FS_RESULTS not provisioned beside the legacy uploads stream: %v", err)
+	}
+}
