@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -21,19 +22,34 @@ type Activity struct {
 // maxActivity bounds the log; older entries are dropped.
 const maxActivity = 1000
 
+// trimActivity is how often (in entries) the log is trimmed to maxActivity.
+const trimActivity = 100
+
 // LogActivity appends an entry; detail is stored as JSON.
 func (db *DB) LogActivity(ctx context.Context, a Activity, detail any) error {
 	d, err := json.Marshal(detail)
 	if err != nil {
 		return fmt.Errorf("store: activity detail: %w", err)
 	}
-	_, err = db.writer.ExecContext(ctx, `INSERT INTO activity (kind, scope, started, finished, outcome, detail) VALUES (?, ?, ?, ?, ?, ?)`,
-		a.Kind, a.Scope, a.Started.UnixMilli(), a.Finished.UnixMilli(), a.Outcome, string(d))
+	// One short transaction, committed with whatever else the writer
+	// groups with it; the log is trimmed every trimActivity entries, so it
+	// holds at most maxActivity+trimActivity.
+	err = db.shortTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO activity (kind, scope, started, finished, outcome, detail) VALUES (?, ?, ?, ?, ?, ?)`,
+			a.Kind, a.Scope, a.Started.UnixMilli(), a.Finished.UnixMilli(), a.Outcome, string(d))
+		if err != nil {
+			return err
+		}
+		if id, err := res.LastInsertId(); err != nil || id%trimActivity != 0 {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM activity WHERE id <= (SELECT max(id) FROM activity) - ?`, maxActivity)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("store: log activity: %w", err)
 	}
-	_, err = db.writer.ExecContext(ctx, `DELETE FROM activity WHERE id <= (SELECT max(id) FROM activity) - ?`, maxActivity)
-	return err
+	return nil
 }
 
 // Activities returns the newest entries first, at most limit.
