@@ -21,6 +21,7 @@ const (
 	jsConsumerInfo   = jsAPI + "CONSUMER.INFO."   // .<stream>.<consumer>
 	jsConsumerDelete = jsAPI + "CONSUMER.DELETE." // .<stream>.<consumer>
 	jsConsumerNext   = jsAPI + "CONSUMER.MSG.NEXT."
+	jsAck            = "$JS.ACK." // .<stream>.<consumer>.…: acknowledgements
 )
 
 // DevicePermissions returns what device, carrying units, may do on the
@@ -85,10 +86,16 @@ func IntegrationPermissions(name string, units []string) (jwt.Permissions, error
 	if err != nil {
 		return jwt.Permissions{}, err
 	}
-	pub, err := readerSubjects(units, func(ch events.Channel) (string, error) { return natsjs.IntegrationDurableName(name, ch) })
+	durable := func(ch events.Channel) (string, error) { return natsjs.IntegrationDurableName(name, ch) }
+	pub, err := readerSubjects(units, durable)
 	if err != nil {
 		return jwt.Permissions{}, err
 	}
+	acks, err := ackSubjects(units, durable)
+	if err != nil {
+		return jwt.Permissions{}, err
+	}
+	pub = append(pub, acks...)
 	return jwt.Permissions{
 		Pub: jwt.Permission{Allow: pub},
 		Sub: jwt.Permission{Allow: []string{inbox + ".>"}},
@@ -120,6 +127,31 @@ func readerSubjects(units []string, durable func(events.Channel) (string, error)
 				jsConsumerInfo+stream+"."+name,
 				jsConsumerDelete+stream+"."+name,
 				jsConsumerNext+stream+"."+name)
+		}
+	}
+	return out, nil
+}
+
+// ackSubjects returns the acknowledgement subjects of the consumers
+// durable(ch) on units' streams and FS_TENANT ($JS.ACK.<stream>.<name>.>):
+// an integration acknowledges what it processed, so that its durable
+// resumes after it (devices use no acks: their checkpoint is local).
+func ackSubjects(units []string, durable func(events.Channel) (string, error)) ([]string, error) {
+	var out []string
+	for _, unit := range append([]string{""}, units...) {
+		stream, err := events.OrgStream(unit)
+		if err != nil {
+			return nil, fmt.Errorf("natsauth: org unit: %w", err)
+		}
+		for _, ch := range events.Channels {
+			if unit == "" && ch != events.ChannelAdmin {
+				continue
+			}
+			name, err := durable(ch)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, jsAck+stream+"."+name+".>")
 		}
 	}
 	return out, nil
@@ -161,7 +193,7 @@ func componentPermissions(role Role) (jwt.Permissions, error) {
 		return jwt.Permissions{Pub: jwt.Permission{Allow: []string{">"}}, Sub: jwt.Permission{Allow: []string{">"}}}, nil
 	case RoleIngest:
 		return jwt.Permissions{
-			Pub: jwt.Permission{Allow: slices.Concat(changes, []string{jsAPI + ">", "$JS.ACK." + events.UploadStream + ".>",
+			Pub: jwt.Permission{Allow: slices.Concat(changes, []string{jsAPI + ">", jsAck + events.UploadStream + ".>",
 				events.ResultSubjects(), events.DeadLetterSubjects()}), Deny: streamAdmin},
 			Sub: jwt.Permission{Allow: []string{"_INBOX.>"}},
 		}, nil
