@@ -1,14 +1,19 @@
 package broker_test
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/internal/fstest"
+	"github.com/fieldsync/fieldsync/natsauth"
+	"github.com/fieldsync/fieldsync/natsjs"
 )
 
 // TestBroker_FeedContract: an integration written from docs/change-feed.md
@@ -107,4 +112,37 @@ func equalStrings(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// TestBroker_Auth_TailReadsOnly: `broker-embed tail`'s identity follows a
+// stream but publishes nothing: no changes, uploads, results or stream
+// changes.
+func TestBroker_Auth_TailReadsOnly(t *testing.T) {
+	b := openBroker(t, testConfig(t.TempDir(), "north"))
+	userJWT, seed, err := b.Authority().Component(natsauth.RoleTail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := connectProbe(t, b.ClientURL(), "", "_INBOX", nats.UserJWTAndSeed(userJWT, seed))
+	for _, subj := range []string{"fs.org.north.events.event.x", "fs.tenant.admin.setting.x", "fs.up.tab1.north.events.event.x",
+		"fs.res.tab1.m1", "fs.api.publish", "$JS.API.STREAM.PURGE.FS_ORG_north", "$JS.API.STREAM.DELETE.FS_ORG_north"} {
+		p.denyPub(t, subj)
+	}
+	c, err := natsjs.NewClient(p.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := publishChange(t, b, "north", events.ChannelEvents, "event", "e1")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stop := errors.New("got it")
+	err = c.Tail(ctx, natsjs.TailSpec{Unit: "north", Since: time.Now().Add(-time.Minute)}, func(ch natsjs.Change) error {
+		if ch.Err != nil || ch.Version != v || ch.Envelope.RecordID != "e1" {
+			t.Errorf("tail read %+v, want e1 at version %d", ch, v)
+		}
+		return stop
+	})
+	if !errors.Is(err, stop) {
+		t.Fatalf("tail as the tail identity: %v", err)
+	}
 }

@@ -175,6 +175,10 @@ const (
 	// RoleTool is the operator's command-line tools (seed, publish) and the
 	// demo: they append to the org streams and call the publish API.
 	RoleTool Role = "tool"
+	// RoleTail is `broker-embed tail`, the operator's reader: it follows
+	// any stream through ordered consumers (their names are random, so
+	// they cannot be named in a permission) and publishes nothing else.
+	RoleTail Role = "tail"
 )
 
 // streamAdmin are the JetStream requests that change streams.
@@ -203,6 +207,12 @@ func componentPermissions(role Role) (jwt.Permissions, error) {
 			Sub: jwt.Permission{Allow: []string{"_INBOX.>", events.PublishSubject}},
 			// Answering publish API requests.
 			Resp: reply,
+		}, nil
+	case RoleTail:
+		return jwt.Permissions{
+			Pub: jwt.Permission{Allow: []string{jsStreamInfo + "*", jsConsumerCreate + "*.>", jsConsumerInfo + "*.*",
+				jsConsumerDelete + "*.*", jsConsumerNext + "*.*"}},
+			Sub: jwt.Permission{Allow: []string{"_INBOX.>"}},
 		}, nil
 	case RoleTool:
 		return jwt.Permissions{

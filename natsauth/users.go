@@ -245,7 +245,7 @@ func (a *Authority) Component(role Role) (userJWT, seed string, err error) {
 		return "", "", err
 	}
 	ttl := time.Duration(0)
-	if role == RoleTool {
+	if role == RoleTool || role == RoleTail {
 		ttl = 24 * time.Hour // a command-line run
 	}
 	creds, _, err := a.signUser("fieldsync-"+string(role), perms, ttl, map[string]string{"role": string(role)})

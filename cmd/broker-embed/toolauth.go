@@ -26,6 +26,12 @@ func (t *toolAuth) register(cmd *cobra.Command) {
 
 // connect dials url as name with the tool's credentials.
 func (t *toolAuth) connect(url, name string) (*nats.Conn, error) {
+	return t.connectAs(url, name, natsauth.RoleTool)
+}
+
+// connectAs dials url as name with --creds, else as role signed with the
+// data dir's keys.
+func (t *toolAuth) connectAs(url, name string, role natsauth.Role) (*nats.Conn, error) {
 	opts := []nats.Option{nats.Name(name)}
 	switch a, err := t.dir.authority(); {
 	case t.creds != "":
@@ -34,7 +40,7 @@ func (t *toolAuth) connect(url, name string) (*nats.Conn, error) {
 	case err != nil:
 		return nil, err
 	default:
-		userJWT, seed, err := a.Component(natsauth.RoleTool)
+		userJWT, seed, err := a.Component(role)
 		if err != nil {
 			return nil, err
 		}
