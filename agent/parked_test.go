@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vmihailenco/msgpack/v5"
-
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/internal/fstest"
 	"github.com/fieldsync/fieldsync/projections"
@@ -35,28 +33,13 @@ func (l *streamLog) put(tb testing.TB, unit string, ch events.Channel, kind, id 
 		tb.Fatal(err)
 	}
 	if data == nil {
-		data = envelopeBytes(tb, fstest.Change(tb, unit, ch, kind, id, body), v)
+		data = fstest.EnvelopeBytes(tb, fstest.Change(tb, unit, ch, kind, id, body), v)
 	}
 	seq, err := l.b.Client.Publisher().PublishRaw(context.Background(), subject, data)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	l.msgs = append(l.msgs, projections.Message{Subject: subject, Seq: seq, Data: data})
-}
-
-// envelopeBytes encodes e as written by schema version v, which this build
-// may not be able to encode (or read).
-func envelopeBytes(tb testing.TB, e *events.Envelope, v int) []byte {
-	tb.Helper()
-	m := map[string]any{"id": e.EventID, "ch": string(e.Channel), "kind": e.Kind, "rid": e.RecordID,
-		"op": string(e.Op), "v": v, "ts": e.Timestamp.UnixNano()}
-	if e.OrgUnit != "" {
-		m["org"] = e.OrgUnit
-	}
-	if len(e.Body) > 0 {
-		m["body"] = msgpack.RawMessage(e.Body)
-	}
-	return fstest.Body(tb, m)
 }
 
 // reference folds every logged message with r, stream by stream.
@@ -232,11 +215,11 @@ func TestSyncer_Sync_NewKindsAndSchemasAreNotBadMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := fstest.Change(t, "north", events.ChannelEvents, "inspection", "i1", map[string]any{"x": 2})
-	data := envelopeBytes(t, e, events.SchemaVersion)
+	data := fstest.EnvelopeBytes(t, e, events.SchemaVersion)
 	if _, err := b.Client.Publisher().PublishRaw(ctx, "fs.org.north.events.inspection.i1", data); err != nil {
 		t.Fatal(err)
 	}
-	future := envelopeBytes(t, fstest.Change(t, "north", events.ChannelEvents, "event", "e1", map[string]any{"x": 3}), events.SchemaVersion+1)
+	future := fstest.EnvelopeBytes(t, fstest.Change(t, "north", events.ChannelEvents, "event", "e1", map[string]any{"x": 3}), events.SchemaVersion+1)
 	if _, err := b.Client.Publisher().PublishRaw(ctx, "fs.org.north.events.event.e1", future); err != nil {
 		t.Fatal(err)
 	}

@@ -146,3 +146,25 @@ func TestBroker_Auth_TailReadsOnly(t *testing.T) {
 		t.Fatalf("tail as the tail identity: %v", err)
 	}
 }
+
+// TestBroker_Auth_IntegrationDenied: an integration's credentials cannot
+// publish anywhere (changes, uploads, results, the publish API, stream
+// changes) nor read uploads, results or another integration's consumers.
+func TestBroker_Auth_IntegrationDenied(t *testing.T) {
+	b := openBroker(t, testConfig(t.TempDir(), "north", "south"))
+	in, _ := events.IntegrationInboxPrefix("crm")
+	p := connectProbe(t, b.ClientURL(), fstest.MustIntegrationCreds(t, b.Authority(), "crm", "north"), in)
+	for _, subj := range []string{
+		"fs.org.north.events.event.x", "fs.tenant.admin.setting.x", "fs.up.crm.north.events.event.x", "fs.res.tab1.m1",
+		"fs.api.publish", "fs.api.hello",
+		"$JS.API.CONSUMER.CREATE.FS_UPLOADS.fsint_crm_events.fs.up.>", "$JS.API.DIRECT.GET.FS_UPLOADS.fs.up.tab1",
+		"$JS.API.CONSUMER.CREATE.FS_RESULTS.fsint_crm_events.fs.res.>", "$JS.API.DIRECT.GET.FS_RESULTS.fs.res.tab1.m1",
+		"$JS.API.CONSUMER.CREATE.FS_ORG_south.fsint_crm_events.fs.org.south.>",
+		"$JS.API.CONSUMER.CREATE.FS_ORG_north.fsint_erp_events.fs.org.north.>",
+		"$JS.API.CONSUMER.LIST.FS_ORG_north", "$JS.API.STREAM.PURGE.FS_ORG_north", "$JS.API.STREAM.DELETE.FS_ORG_north",
+	} {
+		p.denyPub(t, subj)
+	}
+	p.denySub(t, "fs.up.>")
+	p.denySub(t, "fs.res.>")
+}

@@ -156,6 +156,23 @@ func (b *Broker) ConnectDevice(tb testing.TB, device string, units ...string) *n
 	return MustConnectCreds(tb, b.URL(), b.DeviceCreds(tb, device, units...), device)
 }
 
+// ConnectIntegration issues credentials for integration name (units) and
+// connects with them and its inbox prefix, as a backend does.
+func (b *Broker) ConnectIntegration(tb testing.TB, name string, units ...string) *natsjs.Client {
+	tb.Helper()
+	inbox, err := events.IntegrationInboxPrefix(name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c, err := natsjs.Connect(b.URL(), natsjs.ConnectOptions{Name: name, Credentials: MustIntegrationCreds(tb, b.Auth, name, units...),
+		InboxPrefix: inbox})
+	if err != nil {
+		tb.Fatalf("connect as integration %s: %v", name, err)
+	}
+	tb.Cleanup(c.Close)
+	return c
+}
+
 // DeviceOptions are the connect options of device (units): its name,
 // credentials file and inbox prefix.
 func (b *Broker) DeviceOptions(tb testing.TB, device string, units ...string) natsjs.ConnectOptions {
@@ -220,6 +237,21 @@ func Body(tb testing.TB, m map[string]any) []byte {
 		tb.Fatal(err)
 	}
 	return b
+}
+
+// EnvelopeBytes encodes e by hand with schema version v, so that a test
+// can publish what a newer (or older) writer would.
+func EnvelopeBytes(tb testing.TB, e *events.Envelope, v int) []byte {
+	tb.Helper()
+	m := map[string]any{"id": e.EventID, "ch": string(e.Channel), "kind": e.Kind, "rid": e.RecordID,
+		"op": string(e.Op), "v": v, "ts": e.Timestamp.UnixNano()}
+	if e.OrgUnit != "" {
+		m["org"] = e.OrgUnit
+	}
+	if len(e.Body) > 0 {
+		m["body"] = msgpack.RawMessage(e.Body)
+	}
+	return Body(tb, m)
 }
 
 var seq atomic.Int64
