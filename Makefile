@@ -1,5 +1,5 @@
 # The README's commands. `make test` is what CI runs.
-.PHONY: demo test test-large bench bench-initial-sync bench-writes bench-apply bench-sse bench-connect fuzz fuzz-long build cross
+.PHONY: demo test test-large bench bench-initial-sync bench-writes bench-apply bench-sse bench-connect bench-feed fuzz fuzz-long build cross
 
 demo:
 	go run ./cmd/broker-embed demo
@@ -40,7 +40,7 @@ fuzz-long:
 		go test ./$${t%%:*} -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -timeout 0; \
 	done
 
-bench: bench-initial-sync bench-writes bench-apply bench-sse bench-connect
+bench: bench-initial-sync bench-writes bench-apply bench-sse bench-connect bench-feed
 
 # Initial sync of 1,000,000 records against the raw consume rate (TCP) and
 # the fastest raw SQLite bulk load; prints the figures next to their limits.
@@ -50,6 +50,11 @@ bench-initial-sync:
 # POST /v1/records -> shown accepted on the agent's API, 10 agents in their
 # own processes, 1,000 writes/s open loop; lost/doubled checked on the
 # server; then max ingest throughput.
+# One integration reading 1,000,000 changes through package feed, next to
+# raw JetStream consumes of the same stream, in one run.
+bench-feed:
+	go run ./cmd/fsbench feed
+
 bench-writes:
 	go run ./cmd/fsbench writes
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -58,6 +59,10 @@ type Options struct {
 	Kinds []string
 	// Start applies when a durable is created; an existing one resumes.
 	Start natsjs.FeedStart
+	// AckWait is the durables' ack wait (default
+	// [natsjs.DefaultFeedAckWait]); a handler running longer keeps its
+	// change in progress, so it is not delivered twice.
+	AckWait time.Duration
 	// MaxTries is how often a change is tried before it is dead-lettered
 	// (default 5). Retries wait with jittered exponential backoff from
 	// RetryInitial (default 200 ms) up to RetryMax (default 10 s).
@@ -92,6 +97,9 @@ func New(c *natsjs.Client, opts Options, h Handler) *Subscription {
 	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()
+	}
+	if opts.AckWait <= 0 {
+		opts.AckWait = natsjs.DefaultFeedAckWait
 	}
 	if opts.DeadLetters == nil {
 		opts.DeadLetters = func(_ context.Context, d DeadLetter) error {
@@ -146,7 +154,7 @@ func (s *Subscription) Lag() map[string]uint64 {
 }
 
 func (s *Subscription) follow(ctx context.Context, unit string, ch events.Channel) error {
-	spec := natsjs.FeedSpec{Integration: s.opts.Integration, Unit: unit, Channel: ch, Start: s.opts.Start}
+	spec := natsjs.FeedSpec{Integration: s.opts.Integration, Unit: unit, Channel: ch, Start: s.opts.Start, AckWait: s.opts.AckWait}
 	if len(s.opts.Kinds) == 1 {
 		spec.Kind = s.opts.Kinds[0]
 	}
@@ -155,18 +163,52 @@ func (s *Subscription) follow(ctx context.Context, unit string, ch events.Channe
 		return err
 	}
 	defer rd.Close()
+	var current atomic.Pointer[natsjs.FeedMsg]
+	stop := keepInProgress(&current, s.opts.AckWait/3)
+	defer stop()
 	for {
 		m, err := rd.Next(ctx)
 		if err != nil {
 			return err
 		}
+		current.Store(m)
 		s.mu.Lock()
 		s.lag[unit+"/"+string(ch)] = m.Pending
 		s.mu.Unlock()
-		if err := s.deliver(ctx, unit, ch, m); err != nil {
+		err = s.deliver(ctx, unit, ch, m)
+		current.Store(nil) // idle: nothing to keep in progress
+		if err != nil {
 			return err
 		}
 	}
+}
+
+// keepInProgress tells the server, every period (a third of the ack
+// wait), that the change being handled (current) is still in progress, so
+// that a slow handler is not raced by a redelivery. It returns its stop.
+func keepInProgress(current *atomic.Pointer[natsjs.FeedMsg], period time.Duration) (stop func()) {
+	tick := time.NewTicker(period)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var last *natsjs.FeedMsg
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				// Only a change seen at two ticks in a row has run that long.
+				if m := current.Load(); m != nil && m == last {
+					m.InProgress()
+				} else {
+					last = m
+				}
+			}
+		}
+	}()
+	return func() { tick.Stop(); close(done); wg.Wait() }
 }
 
 // deliver handles one message: unreadable ones stop (newer schema) or are
@@ -192,7 +234,7 @@ func (s *Subscription) handle(ctx context.Context, m *natsjs.FeedMsg, c Change) 
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval = s.opts.RetryInitial, s.opts.RetryMax
 	for try := 1; ; try++ {
-		err := s.call(ctx, m, c)
+		err := s.h(ctx, c)
 		if err == nil {
 			return m.Ack()
 		}
@@ -211,23 +253,6 @@ func (s *Subscription) handle(ctx context.Context, m *natsjs.FeedMsg, c Change) 
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(wait):
-		}
-	}
-}
-
-// call runs the handler, telling the server the change is in progress
-// while it runs longer than part of the ack wait.
-func (s *Subscription) call(ctx context.Context, m *natsjs.FeedMsg, c Change) error {
-	tick := time.NewTicker(natsjs.DefaultFeedAckWait / 3)
-	defer tick.Stop()
-	done := make(chan error, 1)
-	go func() { done <- s.h(ctx, c) }()
-	for {
-		select {
-		case err := <-done:
-			return err
-		case <-tick.C:
-			m.InProgress()
 		}
 	}
 }

@@ -242,3 +242,42 @@ func readLines(t *testing.T, path string) []map[string]any {
 	}
 	return out
 }
+
+// TestSubscription_Run_SlowHandler: a handler running longer than the ack
+// wait keeps its change in progress: it is delivered once, and Lag says
+// what is left behind it.
+func TestSubscription_Run_SlowHandler(t *testing.T) {
+	b := fstest.MustStartBroker(t, "north")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, id := range []string{"slow", "next"} {
+		b.MustPublish(t, fstest.Change(t, "north", events.ChannelEvents, "event", id, map[string]any{"id": id}))
+	}
+	c := b.ConnectIntegration(t, "report", "north")
+	var mu sync.Mutex
+	got := map[string][]uint64{}
+	var lagWhileSlow map[string]uint64
+	run, stop := context.WithCancel(ctx)
+	var sub *feed.Subscription
+	sub = feed.New(c, feed.Options{Integration: "report", Units: []string{"north"}, Channels: []events.Channel{events.ChannelEvents},
+		AckWait: time.Second, Log: quiet()}, func(_ context.Context, ch feed.Change) error {
+		mu.Lock()
+		got[ch.Envelope.RecordID] = append(got[ch.Envelope.RecordID], ch.Delivered)
+		mu.Unlock()
+		if ch.Envelope.RecordID == "slow" {
+			lagWhileSlow = sub.Lag()
+			time.Sleep(2500 * time.Millisecond) // longer than the ack wait: what the test is about
+		}
+		if ch.Envelope.RecordID == "next" {
+			time.AfterFunc(1500*time.Millisecond, stop) // room for a redelivery of slow to show
+		}
+		return nil
+	})
+	runFor(t, sub, run)
+	if fmt.Sprint(got["slow"]) != "[1]" || fmt.Sprint(got["next"]) != "[1]" {
+		t.Fatalf("deliveries (by delivery count) %v, want slow and next once each", got)
+	}
+	if lagWhileSlow["north/events"] != 1 {
+		t.Fatalf("lag while handling slow %v, want north/events 1", lagWhileSlow)
+	}
+}

@@ -68,3 +68,8 @@ func TestConnect_Tiny(t *testing.T) {
 	out := runBench(t, "connect", "--devices", "20", "--parallel", "5")
 	wantLines(t, out, "auth jwt (credentials, permissions)  all 20 connected", "auth none", "broker CPU", "auth costs")
 }
+
+func TestFeed_Tiny(t *testing.T) {
+	out := runBench(t, "feed", "--records", "3000")
+	wantLines(t, out, "(a) raw ordered consumer", "(b) raw durable", "(c) package feed", "of (b)")
+}
