@@ -9,14 +9,18 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/feed"
 	"github.com/fieldsync/fieldsync/ingest"
 	"github.com/fieldsync/fieldsync/internal/fstest"
+	"github.com/fieldsync/fieldsync/natsjs"
 )
 
 // seen records what a handler got, per record, in order.
@@ -279,5 +283,64 @@ func TestSubscription_Run_SlowHandler(t *testing.T) {
 	}
 	if lagWhileSlow["north/events"] != 1 {
 		t.Fatalf("lag while handling slow %v, want north/events 1", lagWhileSlow)
+	}
+}
+
+// TestSubscription_Run_Start: a new durable starts at the beginning, at a
+// time, at a sequence or now, as Options.Start says.
+func TestSubscription_Run_Start(t *testing.T) {
+	b := fstest.MustStartBroker(t, "north")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var versions []uint64
+	for _, id := range []string{"e0", "e1"} {
+		versions = append(versions, b.MustPublish(t, fstest.Change(t, "north", events.ChannelEvents, "event", id, map[string]any{"id": id})))
+	}
+	time.Sleep(20 * time.Millisecond) // e0, e1 before the start time, e2, e3 after: distinct times, not synchronisation
+	at := time.Now()
+	for _, id := range []string{"e2", "e3"} {
+		versions = append(versions, b.MustPublish(t, fstest.Change(t, "north", events.ChannelEvents, "event", id, map[string]any{"id": id})))
+	}
+	js, err := jetstream.New(b.Client.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		start natsjs.FeedStart
+		want  string
+		later bool // publish e4 after starting (for Now)
+	}{
+		{"beginning", natsjs.FeedStart{}, "[e0 e1 e2 e3]", false},
+		{"time", natsjs.FeedStart{Time: at}, "[e2 e3]", false},
+		{"sequence", natsjs.FeedStart{Sequence: versions[1]}, "[e1 e2 e3]", false},
+		{"now", natsjs.FeedStart{Now: true}, "[e4]", true},
+	} {
+		name := "start" + c.name
+		cl := b.ConnectIntegration(t, name, "north")
+		var got []string
+		run, stop := context.WithCancel(ctx)
+		want := strings.Count(c.want, "e")
+		sub := feed.New(cl, feed.Options{Integration: name, Units: []string{"north"}, Channels: []events.Channel{events.ChannelEvents},
+			Start: c.start, Log: quiet()}, func(_ context.Context, ch feed.Change) error {
+			got = append(got, ch.Envelope.RecordID)
+			if len(got) == want {
+				stop()
+			}
+			return nil
+		})
+		done := make(chan error, 1)
+		go func() { done <- sub.Run(run) }()
+		if c.later { // e4 once the durable exists: what "now" means
+			durable, _ := natsjs.IntegrationDurableName(name, events.ChannelEvents)
+			fstest.Eventually(t, 10*time.Second, func() bool {
+				_, err := js.Consumer(ctx, "FS_ORG_north", durable)
+				return err == nil
+			}, "durable %s created", durable)
+			b.MustPublish(t, fstest.Change(t, "north", events.ChannelEvents, "event", "e4", map[string]any{"id": "e4"}))
+		}
+		if err := <-done; err != nil || fmt.Sprint(got) != c.want {
+			t.Errorf("start %s: got %v (%v), want %s", c.name, got, err, c.want)
+		}
 	}
 }

@@ -43,7 +43,9 @@ func TestRun(t *testing.T) {
 	start := func() (stop func()) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { done <- run(ctx, b.URL(), creds, "openreport", []string{"north", "south"}, out, filepath.Join(dir, "dead.jsonl")) }()
+		go func() {
+			done <- run(ctx, b.URL(), creds, "openreport", []string{"north", "south"}, out, filepath.Join(dir, "dead.jsonl"))
+		}()
 		return func() {
 			cancel()
 			if err := <-done; err != nil {
