@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -70,7 +71,7 @@ func TestBroker_FeedContract(t *testing.T) {
 	for _, e := range append(first, rest...) {
 		ids = append(ids, e["rid"].(string))
 	}
-	if want := []string{"e0", "e1", "e2", "e3", "e4"}; len(first) != 3 || len(ids) != 5 || !equalStrings(ids, want) {
+	if want := []string{"e0", "e1", "e2", "e3", "e4"}; len(first) != 3 || len(ids) != 5 || !slices.Equal(ids, want) {
 		t.Fatalf("read %v then resumed with the rest, all %v; want %v: in order, no gap, no duplicate", first, ids, want)
 	}
 
@@ -100,18 +101,6 @@ func asInt(v any) (int64, bool) {
 		return int64(n), true
 	}
 	return 0, false
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestBroker_Auth_TailReadsOnly: `broker-embed tail`'s identity follows a

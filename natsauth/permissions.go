@@ -108,28 +108,19 @@ func IntegrationPermissions(name string, units []string) (jwt.Permissions, error
 // info, delete and pull of those consumers only.
 func readerSubjects(units []string, durable func(events.Channel) (string, error)) ([]string, error) {
 	var out []string
-	for _, unit := range append([]string{""}, units...) {
-		stream, err := events.OrgStream(unit)
-		if err != nil {
-			return nil, fmt.Errorf("natsauth: org unit: %w", err)
+	seen := map[string]bool{}
+	err := eachConsumer(units, durable, func(stream, name string) {
+		if !seen[stream] {
+			seen[stream] = true
+			out = append(out, jsStreamInfo+stream, jsDirectGet+stream+".>")
 		}
-		out = append(out, jsStreamInfo+stream, jsDirectGet+stream+".>")
-		for _, ch := range events.Channels {
-			if unit == "" && ch != events.ChannelAdmin {
-				continue // tenant-wide data is admin only
-			}
-			name, err := durable(ch)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out,
-				jsConsumerCreate+stream+"."+name+".>",
-				jsConsumerInfo+stream+"."+name,
-				jsConsumerDelete+stream+"."+name,
-				jsConsumerNext+stream+"."+name)
-		}
-	}
-	return out, nil
+		out = append(out,
+			jsConsumerCreate+stream+"."+name+".>",
+			jsConsumerInfo+stream+"."+name,
+			jsConsumerDelete+stream+"."+name,
+			jsConsumerNext+stream+"."+name)
+	})
+	return out, err
 }
 
 // ackSubjects returns the acknowledgement subjects of the consumers
@@ -138,10 +129,18 @@ func readerSubjects(units []string, durable func(events.Channel) (string, error)
 // resumes after it (devices use no acks: their checkpoint is local).
 func ackSubjects(units []string, durable func(events.Channel) (string, error)) ([]string, error) {
 	var out []string
+	err := eachConsumer(units, durable, func(stream, name string) { out = append(out, jsAck+stream+"."+name+".>") })
+	return out, err
+}
+
+// eachConsumer calls fn with the stream and name of the reader's consumer
+// of every channel of units' streams, and of the admin channel of
+// FS_TENANT (tenant-wide data is admin only).
+func eachConsumer(units []string, durable func(events.Channel) (string, error), fn func(stream, name string)) error {
 	for _, unit := range append([]string{""}, units...) {
 		stream, err := events.OrgStream(unit)
 		if err != nil {
-			return nil, fmt.Errorf("natsauth: org unit: %w", err)
+			return fmt.Errorf("natsauth: org unit: %w", err)
 		}
 		for _, ch := range events.Channels {
 			if unit == "" && ch != events.ChannelAdmin {
@@ -149,12 +148,12 @@ func ackSubjects(units []string, durable func(events.Channel) (string, error)) (
 			}
 			name, err := durable(ch)
 			if err != nil {
-				return nil, err
+				return err
 			}
-			out = append(out, jsAck+stream+"."+name+".>")
+			fn(stream, name)
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // Role is one of the broker's own components; each connects with its own

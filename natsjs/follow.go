@@ -46,15 +46,10 @@ func (c *Client) Follow(ctx context.Context, unit string, filters []string, fn f
 	if err != nil {
 		return fmt.Errorf("natsjs: follow %s: %w", stream, err)
 	}
-	go func() { <-ctx.Done(); msgs.Stop() }()
-	for {
-		m, err := msgs.Next()
-		if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
-			return nil
-		}
+	return iterate(ctx, msgs, func(m jetstream.Msg, err error) error {
 		if err != nil {
 			bad(fmt.Errorf("natsjs: follow %s: %w", stream, err))
-			continue
+			return nil
 		}
 		if e, err := events.Decode(m.Data()); err != nil {
 			bad(fmt.Errorf("natsjs: follow %s: %s: %w", stream, m.Subject(), err))
@@ -63,6 +58,24 @@ func (c *Client) Follow(ctx context.Context, unit string, filters []string, fn f
 		}
 		if md, err := m.Metadata(); err == nil && md.NumPending == 0 {
 			done()
+		}
+		return nil
+	})
+}
+
+// iterate calls fn with each message of msgs, or with the error reading
+// it, until ctx ends or msgs is stopped (iterate then returns nil) or fn
+// returns an error (returned, msgs stopped).
+func iterate(ctx context.Context, msgs jetstream.MessagesContext, fn func(jetstream.Msg, error) error) error {
+	go func() { <-ctx.Done(); msgs.Stop() }()
+	for {
+		m, err := msgs.Next()
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+			return nil
+		}
+		if err := fn(m, err); err != nil {
+			msgs.Stop()
+			return err
 		}
 	}
 }

@@ -2,7 +2,6 @@ package natsjs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -73,12 +72,7 @@ func (c *Client) Tail(ctx context.Context, spec TailSpec, fn func(Change) error)
 	if err != nil {
 		return fmt.Errorf("natsjs: tail %s: %w", stream, err)
 	}
-	go func() { <-ctx.Done(); msgs.Stop() }()
-	for {
-		m, err := msgs.Next()
-		if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
-			return nil
-		}
+	return iterate(ctx, msgs, func(m jetstream.Msg, err error) error {
 		if err != nil {
 			return fmt.Errorf("natsjs: tail %s: %w", stream, err)
 		}
@@ -87,9 +81,6 @@ func (c *Client) Tail(ctx context.Context, spec TailSpec, fn func(Change) error)
 			ch.Version = md.Sequence.Stream
 		}
 		ch.Envelope, ch.Err = events.Decode(m.Data())
-		if err := fn(ch); err != nil {
-			msgs.Stop()
-			return err
-		}
-	}
+		return fn(ch)
+	})
 }

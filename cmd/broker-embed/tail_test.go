@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,25 +13,12 @@ import (
 	"github.com/fieldsync/fieldsync/natsjs"
 )
 
-// syncBuffer is a bytes.Buffer safe for the command writing while the test
-// reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) lines() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.b.Len() == 0 {
+// lines splits what o holds into lines (none while it is empty).
+func lines(o *fstest.Output) []string {
+	if o.String() == "" {
 		return nil
 	}
-	return strings.Split(strings.TrimSuffix(s.b.String(), "\n"), "\n")
+	return strings.Split(strings.TrimSuffix(o.String(), "\n"), "\n")
 }
 
 // runTail runs `broker-embed tail` with args until want lines are out (or
@@ -42,19 +27,19 @@ func runTail(t *testing.T, want int, args ...string) []string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out syncBuffer
+	var out fstest.Output
 	root := newRoot()
 	root.SetArgs(append([]string{"tail"}, args...))
 	root.SetOut(&out)
 	root.SetErr(&out)
 	done := make(chan error, 1)
 	go func() { done <- root.ExecuteContext(ctx) }()
-	fstest.Eventually(t, 15*time.Second, func() bool { return len(out.lines()) >= want }, "%d lines from tail %v", want, args)
+	fstest.Eventually(t, 15*time.Second, func() bool { return len(lines(&out)) >= want }, "%d lines from tail %v", want, args)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("tail %v: %v", args, err)
 	}
-	return out.lines()
+	return lines(&out)
 }
 
 func publishAt(t *testing.T, b *broker.Broker, kind, id string) uint64 {

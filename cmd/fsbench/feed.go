@@ -112,18 +112,30 @@ func rawOrdered(ctx context.Context, b *broker.Broker, n int) (float64, error) {
 		if err != nil {
 			return err
 		}
-		it, err := cons.Messages(jetstream.PullMaxBytes(8 << 20))
+		return consumeN(cons, n, false)
+	})
+}
+
+// consumeN reads n messages of cons (8 MiB prefetch), acknowledging each
+// with ack.
+func consumeN(cons jetstream.Consumer, n int, ack bool) error {
+	it, err := cons.Messages(jetstream.PullMaxBytes(8 << 20))
+	if err != nil {
+		return err
+	}
+	defer it.Stop()
+	for range n {
+		m, err := it.Next()
 		if err != nil {
 			return err
 		}
-		defer it.Stop()
-		for range n {
-			if _, err := it.Next(); err != nil {
+		if ack {
+			if err := m.Ack(); err != nil {
 				return err
 			}
 		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // integrationConn connects as a new integration name of the bench unit.
@@ -156,21 +168,7 @@ func rawDurable(ctx context.Context, b *broker.Broker, n int) (float64, error) {
 		if err != nil {
 			return err
 		}
-		it, err := cons.Messages(jetstream.PullMaxBytes(8 << 20))
-		if err != nil {
-			return err
-		}
-		defer it.Stop()
-		for range n {
-			m, err := it.Next()
-			if err != nil {
-				return err
-			}
-			if err := m.Ack(); err != nil {
-				return err
-			}
-		}
-		return nil
+		return consumeN(cons, n, true)
 	})
 }
 
