@@ -63,8 +63,11 @@ type key struct{ unit, id string }
 // ready; it is not safe for concurrent use (its owner locks).
 type Directory struct {
 	assignments map[key]assignment
-	roles       map[key]rolePermission
-	users       map[string]user
+	// byUser indexes assignments by user, so that a check reads only that
+	// user's assignments (a tenant holds thousands).
+	byUser map[string]map[key]struct{}
+	roles  map[key]rolePermission
+	users  map[string]user
 }
 
 // Reads reports whether the directory reads changes of address a (apply
@@ -99,7 +102,9 @@ func (d *Directory) Apply(e *events.Envelope) ([]string, error) {
 		before := d.assignments[k].User
 		var v assignment
 		err := decode(e, &v, func() error { return need("user", v.User) })
-		setOrDelete(&d.assignments, k, v, err == nil && e.Op == events.OpUpsert)
+		set := err == nil && e.Op == events.OpUpsert
+		setOrDelete(&d.assignments, k, v, set)
+		d.index(before, v.User, k, set)
 		return compactUsers(before, v.User), err
 	case KindRolePermission:
 		var v rolePermission
@@ -112,6 +117,27 @@ func (d *Directory) Apply(e *events.Envelope) ([]string, error) {
 		setOrDelete(&d.users, a.RecordID, v, err == nil && e.Op == events.OpUpsert)
 		return []string{a.RecordID}, err
 	}
+}
+
+// index moves assignment k from user before's set to user after's (when
+// set), dropping a user left with none.
+func (d *Directory) index(before, after string, k key, set bool) {
+	if ks := d.byUser[before]; ks != nil {
+		delete(ks, k)
+		if len(ks) == 0 {
+			delete(d.byUser, before)
+		}
+	}
+	if !set {
+		return
+	}
+	if d.byUser == nil {
+		d.byUser = map[string]map[key]struct{}{}
+	}
+	if d.byUser[after] == nil {
+		d.byUser[after] = map[key]struct{}{}
+	}
+	d.byUser[after][k] = struct{}{}
 }
 
 func decode(e *events.Envelope, v any, check func() error) error {
@@ -156,12 +182,7 @@ func compactUsers(us ...string) []string {
 }
 
 func (d *Directory) allUsers() []string {
-	var out []string
-	for _, a := range d.assignments {
-		out = append(out, a.User)
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
+	return slices.Sorted(maps.Keys(d.byUser))
 }
 
 // Units returns the org units user is assigned to (not disabled), sorted;
@@ -171,8 +192,8 @@ func (d *Directory) Units(user string) []string {
 		return nil
 	}
 	var out []string
-	for k, a := range d.assignments {
-		if a.User == user && !a.Disabled {
+	for k := range d.byUser[user] {
+		if !d.assignments[k].Disabled {
 			out = append(out, k.unit)
 		}
 	}
@@ -183,8 +204,8 @@ func (d *Directory) Units(user string) []string {
 // rolesOf returns user's roles in unit.
 func (d *Directory) rolesOf(user, unit string) []string {
 	var out []string
-	for k, a := range d.assignments {
-		if k.unit == unit && a.User == user && !a.Disabled && a.Role != "" {
+	for k := range d.byUser[user] {
+		if a := d.assignments[k]; k.unit == unit && !a.Disabled && a.Role != "" {
 			out = append(out, a.Role)
 		}
 	}
@@ -198,15 +219,13 @@ func (d *Directory) Known(user string) error {
 	if d.users[user].Disabled {
 		return fmt.Errorf("%w: %s", ErrDisabled, user)
 	}
-	for _, a := range d.assignments {
-		if a.User == user {
-			if len(d.Units(user)) == 0 {
-				return fmt.Errorf("%w: %s (every assignment disabled)", ErrDisabled, user)
-			}
-			return nil
-		}
+	if len(d.byUser[user]) == 0 {
+		return fmt.Errorf("%w: %s", ErrUnknownUser, user)
 	}
-	return fmt.Errorf("%w: %s", ErrUnknownUser, user)
+	if len(d.Units(user)) == 0 {
+		return fmt.Errorf("%w: %s (every assignment disabled)", ErrDisabled, user)
+	}
+	return nil
 }
 
 // MayWrite returns nil if user may write records of kind in unit: the
@@ -255,5 +274,12 @@ func (d *Directory) Users() []string { return d.allUsers() }
 // Clone returns an independent copy of d (a snapshot readers use without
 // the owner's lock).
 func (d *Directory) Clone() *Directory {
-	return &Directory{assignments: maps.Clone(d.assignments), roles: maps.Clone(d.roles), users: maps.Clone(d.users)}
+	c := &Directory{assignments: maps.Clone(d.assignments), roles: maps.Clone(d.roles), users: maps.Clone(d.users)}
+	if d.byUser != nil {
+		c.byUser = make(map[string]map[key]struct{}, len(d.byUser))
+		for u, ks := range d.byUser {
+			c.byUser[u] = maps.Clone(ks)
+		}
+	}
+	return c
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -63,7 +64,7 @@ func TestDirectory(t *testing.T) {
 	}
 }
 
-func change(t *testing.T, op string, f []string, line string) *events.Envelope {
+func change(t testing.TB, op string, f []string, line string) *events.Envelope {
 	t.Helper()
 	unit := f[0]
 	if unit == "-" {
@@ -102,4 +103,39 @@ func errName(err error) string {
 		return err.Error()
 	}
 	return "ok"
+}
+
+// TestDirectory_Clone: a clone answers as the original did and does not
+// change with it.
+func TestDirectory_Clone(t *testing.T) {
+	var d access.Directory
+	d.Apply(change(t, "put", []string{"north", "user_assignment", "a1"}, `put {"user":"alice","role":"lead"}`))
+	c := d.Clone()
+	d.Apply(change(t, "del", []string{"north", "user_assignment", "a1"}, "del"))
+	if got := list(c.Units("alice")); got != "north" {
+		t.Fatalf("clone: alice's units %s after the original lost them, want north", got)
+	}
+	if got := list(d.Units("alice")); got != "-" {
+		t.Fatalf("original: alice's units %s, want none", got)
+	}
+}
+
+// BenchmarkDirectory_MayWrite: one write check in a tenant of 10,000 users
+// with three assignments each (go test -bench MayWrite ./access); it reads
+// only the writer's assignments.
+func BenchmarkDirectory_MayWrite(b *testing.B) {
+	var d access.Directory
+	for u := range 10000 {
+		for i, unit := range []string{"north", "south", "east"} {
+			id := fmt.Sprintf("a%d-%d", u, i)
+			d.Apply(change(b, "put", []string{unit, "user_assignment", id}, fmt.Sprintf(`put {"user":"u%d","role":"inspector"}`, u)))
+		}
+	}
+	d.Apply(change(b, "put", []string{"-", "role_permission", "r1"}, `put {"role":"inspector","allow":["event:write"]}`))
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if err := d.MayWrite(fmt.Sprintf("u%d", i%10000), "south", "event"); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
