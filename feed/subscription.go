@@ -54,8 +54,10 @@ type Options struct {
 	// data). Channels defaults to every channel (admin only for "").
 	Units    []string
 	Channels []events.Channel
-	// Kinds, when set, are the only kinds handed to the handler; one kind
-	// is filtered by the server, several on this side.
+	// Kinds, when set, are the only kinds handed to the handler; the
+	// others are acknowledged unhandled as they pass (the durable reads
+	// the whole channel, so that changing Kinds later never makes it skip
+	// or reread anything: a kind added later starts from there).
 	Kinds []string
 	// Start applies when a durable is created; an existing one resumes.
 	Start natsjs.FeedStart
@@ -118,6 +120,12 @@ var ErrUnreadable = errors.New("feed: change of a newer envelope schema")
 // Run follows every (unit, channel) until ctx ends (it then returns nil)
 // or one of them fails (the error, after stopping the others).
 func (s *Subscription) Run(ctx context.Context) error {
+	if err := events.ValidToken(s.opts.Integration); err != nil {
+		return fmt.Errorf("feed: integration name: %w", err)
+	}
+	if len(s.opts.Units) == 0 {
+		return errors.New("feed: no org units to follow")
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	for _, unit := range s.opts.Units {
 		for _, ch := range s.channels(unit) {
@@ -155,9 +163,6 @@ func (s *Subscription) Lag() map[string]uint64 {
 
 func (s *Subscription) follow(ctx context.Context, unit string, ch events.Channel) error {
 	spec := natsjs.FeedSpec{Integration: s.opts.Integration, Unit: unit, Channel: ch, Start: s.opts.Start, AckWait: s.opts.AckWait}
-	if len(s.opts.Kinds) == 1 {
-		spec.Kind = s.opts.Kinds[0]
-	}
 	rd, err := s.c.OpenFeed(ctx, spec)
 	if err != nil {
 		return err
@@ -222,7 +227,7 @@ func (s *Subscription) deliver(ctx context.Context, unit string, ch events.Chann
 		return fmt.Errorf("%w: %s version %d: %v", ErrUnreadable, m.Subject, m.Version, m.DecodeErr)
 	case m.DecodeErr != nil:
 		return s.deadLetter(ctx, m, DeadLetter{Change: c, Tries: 0, Err: m.DecodeErr, Subject: m.Subject})
-	case len(s.opts.Kinds) > 1 && !slices.Contains(s.opts.Kinds, m.Envelope.Kind):
+	case len(s.opts.Kinds) > 0 && !slices.Contains(s.opts.Kinds, m.Envelope.Kind):
 		return m.Ack()
 	}
 	return s.handle(ctx, m, c)

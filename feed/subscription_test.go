@@ -344,3 +344,45 @@ func TestSubscription_Run_Start(t *testing.T) {
 		}
 	}
 }
+
+// TestSubscription_Run_KindsChange: other kinds pass unhandled; run again
+// with another kind, the durable goes on from where it stopped (it neither
+// rereads nor skips); bad options are refused before anything is read.
+func TestSubscription_Run_KindsChange(t *testing.T) {
+	b := fstest.MustStartBroker(t, "north")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c := b.ConnectIntegration(t, "report", "north")
+	for i, k := range []string{"event", "finding", "event", "finding"} {
+		b.MustPublish(t, fstest.Change(t, "north", events.ChannelEvents, k, fmt.Sprintf("%c%d", k[0], i/2+1), map[string]any{"k": k}))
+	}
+	runKind := func(kind string, n int) []string {
+		var got []string
+		run, stop := context.WithTimeout(ctx, 5*time.Second)
+		defer stop()
+		sub := feed.New(c, feed.Options{Integration: "report", Units: []string{"north"}, Channels: []events.Channel{events.ChannelEvents},
+			Kinds: []string{kind}, Log: quiet()}, func(_ context.Context, ch feed.Change) error {
+			got = append(got, ch.Envelope.RecordID)
+			if len(got) == n {
+				stop()
+			}
+			return nil
+		})
+		if err := sub.Run(run); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := runKind("event", 2); fmt.Sprint(got) != "[e1 e2]" {
+		t.Fatalf("first run %v, want the two events", got)
+	}
+	b.MustPublish(t, fstest.Change(t, "north", events.ChannelEvents, "finding", "late", map[string]any{"k": "late"}))
+	if got := runKind("finding", 1); fmt.Sprint(got) != "[late]" {
+		t.Fatalf("second run with kind finding %v, want [late]: f1 and f2 passed (acknowledged unhandled) in the first run", got)
+	}
+	for _, o := range []feed.Options{{Integration: "", Units: []string{"north"}}, {Integration: "report"}} {
+		if err := feed.New(c, o, nil).Run(ctx); err == nil {
+			t.Errorf("options %+v accepted", o)
+		}
+	}
+}

@@ -32,9 +32,7 @@ type FeedSpec struct {
 	Integration string
 	Unit        string // "" the tenant-wide stream
 	Channel     events.Channel
-	// Kind, when set, has the server send only that kind.
-	Kind  string
-	Start FeedStart
+	Start       FeedStart
 	// AckWait is how long a delivered change may stay unacknowledged
 	// before it is sent again (default 5 s); [FeedMsg.InProgress] extends
 	// it.
@@ -92,9 +90,13 @@ func (c *Client) OpenFeed(ctx context.Context, spec FeedSpec) (*FeedReader, erro
 	if err != nil {
 		return nil, err
 	}
+	filter, err := events.ChannelFilter(spec.Unit, spec.Channel)
+	if err != nil {
+		return nil, err
+	}
 	cons, err := c.js.Consumer(ctx, stream, name)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		cons, err = c.createFeed(ctx, stream, name, spec)
+		cons, err = c.createFeed(ctx, stream, name, filter, spec)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: feed %s on %s: %w", name, stream, unitErr(spec.Unit, err))
@@ -108,14 +110,7 @@ func (c *Client) OpenFeed(ctx context.Context, spec FeedSpec) (*FeedReader, erro
 	return &FeedReader{it: it, stream: stream}, nil
 }
 
-func (c *Client) createFeed(ctx context.Context, stream, name string, spec FeedSpec) (jetstream.Consumer, error) {
-	filter, err := events.ChannelFilter(spec.Unit, spec.Channel)
-	if spec.Kind != "" {
-		filter, err = events.KindSubjects(spec.Unit, spec.Channel, spec.Kind)
-	}
-	if err != nil {
-		return nil, err
-	}
+func (c *Client) createFeed(ctx context.Context, stream, name, filter string, spec FeedSpec) (jetstream.Consumer, error) {
 	cfg := jetstream.ConsumerConfig{Durable: name, AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: filter,
 		AckWait: spec.AckWait, MaxDeliver: -1, MaxAckPending: 1000}
 	if cfg.AckWait == 0 {
