@@ -169,7 +169,7 @@ func (s *Subscription) follow(ctx context.Context, unit string, ch events.Channe
 	}
 	defer rd.Close()
 	var current atomic.Pointer[natsjs.FeedMsg]
-	stop := keepInProgress(&current, s.opts.AckWait/3)
+	stop := keepInProgress(&current, rd, s.opts.AckWait/3)
 	defer stop()
 	for {
 		m, err := rd.Next(ctx)
@@ -189,9 +189,10 @@ func (s *Subscription) follow(ctx context.Context, unit string, ch events.Channe
 }
 
 // keepInProgress tells the server, every period (a third of the ack
-// wait), that the change being handled (current) is still in progress, so
-// that a slow handler is not raced by a redelivery. It returns its stop.
-func keepInProgress(current *atomic.Pointer[natsjs.FeedMsg], period time.Duration) (stop func()) {
+// wait), that the change being handled (current) and those delivered
+// behind it (rd's) are still in progress, so that a slow handler is not
+// raced by redeliveries. It returns its stop.
+func keepInProgress(current *atomic.Pointer[natsjs.FeedMsg], rd *natsjs.FeedReader, period time.Duration) (stop func()) {
 	tick := time.NewTicker(period)
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -207,6 +208,7 @@ func keepInProgress(current *atomic.Pointer[natsjs.FeedMsg], period time.Duratio
 				// Only a change seen at two ticks in a row has run that long.
 				if m := current.Load(); m != nil && m == last {
 					m.InProgress()
+					rd.KeepAlive()
 				} else {
 					last = m
 				}

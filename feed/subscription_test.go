@@ -358,7 +358,7 @@ func TestSubscription_Run_KindsChange(t *testing.T) {
 	}
 	runKind := func(kind string, n int) []string {
 		var got []string
-		run, stop := context.WithTimeout(ctx, 5*time.Second)
+		run, stop := context.WithTimeout(ctx, 15*time.Second) // a change may wait one ack wait (5 s) after a restart
 		defer stop()
 		sub := feed.New(c, feed.Options{Integration: "report", Units: []string{"north"}, Channels: []events.Channel{events.ChannelEvents},
 			Kinds: []string{kind}, Log: quiet()}, func(_ context.Context, ch feed.Change) error {

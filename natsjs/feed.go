@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -43,11 +44,26 @@ type FeedSpec struct {
 // [FeedSpec.AckWait] says otherwise.
 const DefaultFeedAckWait = 5 * time.Second
 
-// FeedReader reads one integration durable in stream order.
+// FeedReader reads one integration durable in stream order. Every change
+// the server has delivered and the caller not taken yet is held here (the
+// durable's MaxAckPending, [feedMaxAckPending], bounds them), so
+// [FeedReader.KeepAlive] can keep them all from being delivered again
+// while a slow handler works.
 type FeedReader struct {
 	it     jetstream.MessagesContext
 	stream string
+	done   chan struct{} // closed when the receiving goroutine ends
+
+	mu    sync.Mutex
+	held  []jetstream.Msg
+	err   error         // why receiving ended
+	ready chan struct{} // signalled when held grows or receiving ends
 }
+
+// feedMaxAckPending bounds the changes delivered to an integration and not
+// yet acknowledged (about 150 KiB of typical changes): enough to keep the
+// connection busy, few enough to keep in progress.
+const feedMaxAckPending = 512
 
 // FeedMsg is one change delivered to an integration. Acknowledge it once
 // processed; until then it is delivered again after the ack wait.
@@ -101,18 +117,45 @@ func (c *Client) OpenFeed(ctx context.Context, spec FeedSpec) (*FeedReader, erro
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: feed %s on %s: %w", name, stream, unitErr(spec.Unit, err))
 	}
-	// Short pull requests: a stopped reader's request, still waiting on the
-	// server, could take new changes that then wait for the ack wait.
-	it, err := cons.Messages(jetstream.PullMaxBytes(ingestBufferBytes), jetstream.PullExpiry(time.Second))
+	// Pull requests of the client's default length (30 s): an idle
+	// integration costs the broker one request per 30 s. The price: a
+	// reader started again within that time of a stop may get the changes
+	// appended meanwhile up to the ack wait later (the stopped reader's
+	// request, still waiting on the server, took them).
+	it, err := cons.Messages(jetstream.PullMaxBytes(ingestBufferBytes))
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: feed %s on %s: %w", name, stream, err)
 	}
-	return &FeedReader{it: it, stream: stream}, nil
+	r := &FeedReader{it: it, stream: stream, done: make(chan struct{}), ready: make(chan struct{}, 1)}
+	go r.receive()
+	return r, nil
+}
+
+// receive moves every delivered change into held until the iterator ends.
+func (r *FeedReader) receive() {
+	defer close(r.done)
+	for {
+		m, err := r.it.Next()
+		r.mu.Lock()
+		if err != nil {
+			r.err = err
+		} else {
+			r.held = append(r.held, m)
+		}
+		r.mu.Unlock()
+		select {
+		case r.ready <- struct{}{}:
+		default:
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func (c *Client) createFeed(ctx context.Context, stream, name, filter string, spec FeedSpec) (jetstream.Consumer, error) {
 	cfg := jetstream.ConsumerConfig{Durable: name, AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: filter,
-		AckWait: spec.AckWait, MaxDeliver: -1, MaxAckPending: 1000}
+		AckWait: spec.AckWait, MaxDeliver: -1, MaxAckPending: feedMaxAckPending}
 	if cfg.AckWait == 0 {
 		cfg.AckWait = DefaultFeedAckWait
 	}
@@ -130,31 +173,57 @@ func (c *Client) createFeed(ctx context.Context, stream, name, filter string, sp
 
 // Next waits for the next change (or ctx).
 func (r *FeedReader) Next(ctx context.Context) (*FeedMsg, error) {
-	m, err := r.it.Next(jetstream.NextContext(ctx))
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+	for {
+		r.mu.Lock()
+		if len(r.held) > 0 {
+			m := r.held[0]
+			r.held = r.held[1:]
+			r.mu.Unlock()
+			return feedMsg(m), nil
 		}
-		return nil, fmt.Errorf("natsjs: feed %s: %w", r.stream, err)
+		err := r.err
+		r.mu.Unlock()
+		if err != nil {
+			return nil, fmt.Errorf("natsjs: feed %s: %w", r.stream, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-r.ready:
+		}
 	}
+}
+
+func feedMsg(m jetstream.Msg) *FeedMsg {
 	fm := &FeedMsg{Subject: m.Subject(), msg: m}
 	if md, err := m.Metadata(); err == nil {
 		fm.Version, fm.Delivered, fm.Pending = md.Sequence.Stream, md.NumDelivered, md.NumPending
 	}
 	fm.Envelope, fm.DecodeErr = events.Decode(m.Data())
-	return fm, nil
+	return fm
 }
 
-// Close stops reading. The changes the client had prefetched but not
-// handed out are given back at once (Nak), so that the next reader of the
-// durable gets them without waiting for the ack wait.
+// KeepAlive tells the server that every change delivered and not yet
+// taken is still in progress (restarting their ack waits): a handler
+// slower than the ack wait does not have the changes behind it sent again.
+func (r *FeedReader) KeepAlive() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range r.held {
+		m.InProgress()
+	}
+}
+
+// Close stops reading. The changes delivered but not handed out are given
+// back at once (Nak), so that the next reader of the durable gets them
+// without waiting for the ack wait.
 func (r *FeedReader) Close() {
-	r.it.Drain()
-	for {
-		m, err := r.it.Next(jetstream.NextMaxWait(100 * time.Millisecond))
-		if err != nil {
-			return
-		}
+	r.it.Drain() // receive takes what the client had buffered, then ends
+	<-r.done
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range r.held {
 		m.Nak()
 	}
+	r.held = nil
 }
