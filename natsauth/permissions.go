@@ -33,6 +33,8 @@ const (
 //     FS_TENANT, and on FS_RESULTS filtered to its own results;
 //   - read those streams' info and the last message of a subject in them
 //     (on FS_RESULTS only of its own result subjects);
+//   - read its units' document content through its own consumer on each
+//     unit's bucket ([natsjs.DocumentConsumerName]), filtered to chunks;
 //   - publish its uploads (fs.up.<device>.>), the version check, and the
 //     requests for its own grant and sign-ins (fs.acc.<device>.get,
 //     fs.acc.<device>.signin);
@@ -68,12 +70,44 @@ func DevicePermissions(device string, units []string) (jwt.Permissions, error) {
 	signin, _ := events.SignInSubject(device)
 	grant, _ := events.AccessGrantSubject(device)
 	pub = append(pub, get, signin)
+	docs, err := documentReaderSubjects(device, units)
+	if err != nil {
+		return jwt.Permissions{}, err
+	}
+	pub = append(pub, docs...)
 	return jwt.Permissions{
 		Pub: jwt.Permission{Allow: pub},
 		Sub: jwt.Permission{Allow: []string{inbox + ".>", results, grant}},
 		// Acknowledging a pushed grant: one reply per push, within a minute.
 		Resp: &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute},
 	}, nil
+}
+
+// documentReaderSubjects returns the JetStream API subjects device reads
+// its units' document content with: its own consumer
+// ([natsjs.DocumentConsumerName]) on each unit's bucket stream, created
+// only with a filter on that bucket's chunks, and its info, delete and
+// pull. No stream info, no object infos, no other consumers: the
+// document's record names the chunks (see [events.Content]).
+func documentReaderSubjects(device string, units []string) ([]string, error) {
+	name, err := natsjs.DocumentConsumerName(device)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, unit := range units {
+		stream, err := events.DocumentStream(unit)
+		if err != nil {
+			return nil, fmt.Errorf("natsauth: org unit: %w", err)
+		}
+		chunks, _ := events.DocumentChunkSubjects(unit)
+		out = append(out,
+			jsConsumerCreate+stream+"."+name+"."+chunks,
+			jsConsumerInfo+stream+"."+name,
+			jsConsumerDelete+stream+"."+name,
+			jsConsumerNext+stream+"."+name)
+	}
+	return out, nil
 }
 
 // IntegrationPermissions returns what the integration (a backend reading

@@ -29,6 +29,8 @@ type StreamPolicy struct {
 	Replicas int
 	// MaxBytes caps one stream's size (-1 = no cap).
 	MaxBytes int64
+	// DocumentBytes caps one unit's document bucket (-1 = no cap).
+	DocumentBytes int64
 }
 
 // DefaultStreamPolicy returns the policy used when configuration sets none:
@@ -37,7 +39,7 @@ type StreamPolicy struct {
 // 4,000 consumers per stream (1,000 devices × 3 channels plus feed
 // consumers), one replica, no size cap.
 func DefaultStreamPolicy() StreamPolicy {
-	return StreamPolicy{History: 16, Duplicates: 2 * time.Minute, MaxConsumers: 4000, Replicas: 1, MaxBytes: -1}
+	return StreamPolicy{History: 16, Duplicates: 2 * time.Minute, MaxConsumers: 4000, Replicas: 1, MaxBytes: -1, DocumentBytes: -1}
 }
 
 func (p StreamPolicy) withDefaults() StreamPolicy {
@@ -56,6 +58,9 @@ func (p StreamPolicy) withDefaults() StreamPolicy {
 	}
 	if p.MaxBytes == 0 {
 		p.MaxBytes = d.MaxBytes
+	}
+	if p.DocumentBytes == 0 {
+		p.DocumentBytes = d.DocumentBytes
 	}
 	return p
 }
@@ -91,8 +96,8 @@ func StreamConfig(unit string, p StreamPolicy) (jetstream.StreamConfig, error) {
 	}, nil
 }
 
-// provision creates or updates the tenant-wide stream and one stream per org
-// unit. It is idempotent: running it again with the same input changes
+// provision creates or updates the tenant-wide stream and one stream and
+// one document bucket ([DocumentStoreConfig]) per org unit. It is idempotent: running it again with the same input changes
 // nothing, with a changed policy it updates the streams in place.
 func provision(ctx context.Context, js jetstream.JetStream, units []string, p StreamPolicy) error {
 	for _, unit := range append([]string{""}, units...) {
@@ -102,6 +107,11 @@ func provision(ctx context.Context, js jetstream.JetStream, units []string, p St
 		}
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("natsjs: provision stream %s: %w", cfg.Name, err)
+		}
+		if unit != "" {
+			if err := provisionDocuments(ctx, js, unit, p); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
