@@ -69,6 +69,10 @@ type Agent struct {
 	unassign  chan struct{}                // the grant changed the units
 	connected chan struct{}                // the connection came up: ask for the grant
 	refused   chan struct{}                // the broker refused the credentials
+
+	docKick     chan struct{}                   // a document was queued, or the connection came up
+	docsChanged chan struct{}                   // a sync or an Apply changed the live documents
+	docProgress atomic.Pointer[DocumentProgress] // the download in progress
 }
 
 // Open validates cfg and opens the device store.
@@ -82,7 +86,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, log: log.With("device", cfg.DeviceID), requests: make(chan Scope, 4), wake: make(chan struct{}, 1),
 		catchUp: make(chan struct{}, 1), merge: make(chan struct{}, 1), revokedCh: make(chan struct{}, 1), unassign: make(chan struct{}, 1),
-		connected: make(chan struct{}, 1), refused: make(chan struct{}, 1), outcomes: outcomeLog{max: outcomeLogBytes}}
+		connected: make(chan struct{}, 1), refused: make(chan struct{}, 1), outcomes: outcomeLog{max: outcomeLogBytes},
+		docKick: make(chan struct{}, 1), docsChanged: make(chan struct{}, 1)}
 	db, err := store.Open(ctx, cfg.DBPath(), store.Options{OnCommit: a.statusChanged, Log: a.log})
 	if err != nil {
 		return nil, err
@@ -153,6 +158,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			if up {
 				kick(a.catchUp) // autosync catches up on what it missed
 				kick(a.connected)
+				kick(a.docKick)
 				a.retryRefused()
 			}
 			a.statusChanged()
@@ -179,7 +185,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.client, a.syncer = client, s
 	a.mu.Unlock()
 	var wg sync.WaitGroup
-	wg.Add(5)
+	wg.Add(6)
+	go func() {
+		defer wg.Done()
+		a.documents(ctx, client)
+	}()
 	go func() {
 		defer wg.Done()
 		select {

@@ -38,6 +38,7 @@ func (a *Agent) Apply(ctx context.Context) (ApplyReport, error) {
 	case a.merge <- struct{}{}:
 	default:
 	}
+	kick(a.docsChanged) // changed documents the device has download again
 	return r, nil
 }
 

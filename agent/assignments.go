@@ -257,6 +257,9 @@ func (a *Agent) removeUnit(ctx context.Context, unit string) error {
 		return err
 	}
 	a.outcomes.add(r.Failed)
+	if err := os.RemoveAll(store.DocumentDir(a.cfg.DataDir, unit)); err != nil {
+		a.log.Warn("org unit withdrawn: removing its documents", "org_unit", unit, "err", err)
+	}
 	a.log.Warn("org unit withdrawn by the server: its data was removed from the device", "org_unit", unit,
 		"records", r.Records, "queued_writes_failed", len(r.Failed))
 	a.logActivity(ctx, "unassigned", "", a.now(), nil, map[string]any{"org_unit": unit, "records": r.Records, "failed_writes": len(r.Failed)})

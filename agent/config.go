@@ -104,6 +104,10 @@ type Config struct {
 	// a newer schema are parked like changes of an excluded kind; against
 	// a server writing a newer schema the agent stops as incompatible.
 	MaxSchemaVersion int `yaml:"max_schema_version"`
+	// DocumentsReserve is the free disk space, in bytes, a document
+	// download must leave on the data folder's volume (default 256 MiB; -1:
+	// none): a download that would leave less is refused.
+	DocumentsReserve int64 `yaml:"documents_free_reserve"`
 	// Clock replaces time.Now for the retention count (tests).
 	Clock func() time.Time `yaml:"-"`
 }
@@ -167,6 +171,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.RetentionDays == 0 {
 		c.RetentionDays = 10
+	}
+	if c.DocumentsReserve == 0 {
+		c.DocumentsReserve = 256 << 20
 	}
 	if c.RefreshMode == nil {
 		on := true

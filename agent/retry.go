@@ -61,6 +61,7 @@ func (a *Agent) syncFailedLocked(scope Scope, err error) {
 // syncSucceededLocked records a sync that completed at done. a.mu is held.
 func (a *Agent) syncSucceededLocked(done time.Time) {
 	a.lastErr, a.completed = nil, done
+	kick(a.docsChanged) // the sync may have changed documents the device has
 	if a.retry != nil {
 		a.retry.reset()
 	}

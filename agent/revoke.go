@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/fieldsync/fieldsync/store"
@@ -76,6 +77,7 @@ func (a *Agent) loadRevocation(ctx context.Context) error {
 	if _, err := a.db.WipeRevoked(ctx, metaRevoked); err != nil {
 		return err
 	}
+	a.removeDocuments()
 	a.log.Error("device revoked by the server: not connecting until other credentials are configured", "revoked_at", r.At, "credentials", a.cfg.Credentials)
 	a.revoked = &r
 	return nil
@@ -113,6 +115,7 @@ func (a *Agent) revokedNow(ctx context.Context) {
 		a.log.Error("revoked: wiping local data failed", "err", err)
 		return
 	}
+	a.removeDocuments()
 	rep.Wiped = &w
 	a.setRevocation(ctx, rep)
 	a.mu.Lock()
@@ -155,4 +158,12 @@ func (a *Agent) recordUnsent(ctx context.Context, r *Revocation) error {
 			Kind: m.Addr.Kind, RecordID: m.Addr.RecordID, Op: string(m.Op)})
 	}
 	return nil
+}
+
+// removeDocuments removes every document file (their rows went with the
+// wipe).
+func (a *Agent) removeDocuments() {
+	if err := os.RemoveAll(filepath.Join(a.cfg.DataDir, "documents")); err != nil {
+		a.log.Error("revoked: removing document files failed", "err", err)
+	}
 }

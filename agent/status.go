@@ -83,6 +83,9 @@ type Status struct {
 	// when one starts.
 	ParkedChanges   int `json:"parked_changes"`
 	ProtocolVersion int `json:"protocol_version"`
+	// Documents sums up the document content on the device and the
+	// download in progress.
+	Documents *DocumentSummary `json:"documents"`
 }
 
 // ChannelStatus is the local state of one channel.
@@ -127,6 +130,9 @@ func (a *Agent) Status(ctx context.Context) (Status, error) {
 	st.SyncErrors = counts[store.StateConflict] + counts[store.StateRejected]
 	st.PendingWrites = counts[store.StateQueued] + counts[store.StateSent]
 	if err := a.stagingStatus(ctx, &st); err != nil {
+		return st, err
+	}
+	if st.Documents, err = a.documentSummary(ctx); err != nil {
 		return st, err
 	}
 	initial, err := a.db.Meta(ctx, metaInitialDone)

@@ -212,6 +212,35 @@ var migrations = []string{
 		channel TEXT NOT NULL,
 		result  BLOB NOT NULL,
 		until   INTEGER NOT NULL);`,
+	// 9: document content on the device (see documents.go). A row exists
+	// for each document whose content the user downloaded or asked for:
+	// the file on disk (version, object, digest, size, path; path empty
+	// before the first download), the content wanted next (want_*: the
+	// record's current content, while it downloads), how much of it the
+	// part file holds for certain (part_*), and the state of the request.
+	`CREATE TABLE doc_files (
+		org_unit     TEXT NOT NULL,
+		record_id    TEXT NOT NULL,
+		version      INTEGER NOT NULL DEFAULT 0,
+		object       TEXT NOT NULL DEFAULT '',
+		digest       TEXT NOT NULL DEFAULT '',
+		size         INTEGER NOT NULL DEFAULT 0,
+		path         TEXT NOT NULL DEFAULT '',
+		want_version INTEGER NOT NULL DEFAULT 0,
+		want_object  TEXT NOT NULL DEFAULT '',
+		want_nuid    TEXT NOT NULL DEFAULT '',
+		want_digest  TEXT NOT NULL DEFAULT '',
+		want_type    TEXT NOT NULL DEFAULT '',
+		want_size    INTEGER NOT NULL DEFAULT 0,
+		want_chunks  INTEGER NOT NULL DEFAULT 0,
+		part_bytes   INTEGER NOT NULL DEFAULT 0,
+		part_seq     INTEGER NOT NULL DEFAULT 0,
+		part_chunks  INTEGER NOT NULL DEFAULT 0,
+		state        TEXT NOT NULL DEFAULT 'idle',
+		error        TEXT NOT NULL DEFAULT '',
+		requested_at INTEGER NOT NULL DEFAULT 0,
+		updated_at   INTEGER NOT NULL DEFAULT 0,
+		PRIMARY KEY (org_unit, record_id)) WITHOUT ROWID;`,
 }
 
 func table(ch events.Channel) string { return "records_" + string(ch) }

@@ -80,6 +80,7 @@ var shipped = []string{
 	"40f63d13a76bb67efb0276aad55892482a01ebe3ceb27b87311b05433a66773e", // 6: parked
 	"044be4dfefd795813099028872b5af698c09ad83fa4f22851f209a277f565be1", // 7: staging generations
 	"a6e787df97d7f53add691b0b21aded78699aa81c7973e0cad99c5ee31824d569", // 8: deferred results
+	"12f5576e2b984539e9b58395cdea7d005c9a143454ad10e9a298f1eb9d528848", // 9: document files
 }
 
 func TestMigrations_Shipped(t *testing.T) {

@@ -19,7 +19,8 @@ type UnassignReport struct {
 
 // Unassign removes org unit unit from the device, in one transaction:
 // its records in every channel, its staged changes and checkpoints, its
-// retention entries, parked changes and recorded bad messages. Writes to
+// retention entries, parked changes, recorded bad messages and its
+// document files' rows (the caller removes the files, see [DocumentDir]). Writes to
 // the unit still queued become sync errors (rejected with reason
 // not_allowed and message), never silent drops; writes already sent wait
 // for the server's answer like any other.
@@ -38,7 +39,7 @@ func (db *DB) Unassign(ctx context.Context, unit, message string, now time.Time)
 			n, _ := res.RowsAffected()
 			r.Records += int(n)
 		}
-		for _, t := range []string{"staged", "staged_checkpoints", "checkpoints", "retention", "parked", "sync_errors"} {
+		for _, t := range []string{"staged", "staged_checkpoints", "checkpoints", "retention", "parked", "sync_errors", "doc_files"} {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM `+t+` WHERE org_unit = ?`, unit); err != nil {
 				return err
 			}

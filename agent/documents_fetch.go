@@ -1,0 +1,276 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+
+	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/natsjs"
+	"github.com/fieldsync/fieldsync/store"
+)
+
+// The document downloader: one download at a time, oldest request first,
+// into a part file next to the final one. The part file is synced and its
+// length recorded (store.DocProgress) every docCheckpoint bytes, so a
+// download interrupted by a crash or a lost connection resumes after the
+// last recorded chunk. The content is verified (size and SHA-256 digest)
+// before it is renamed into place and made the document's file in one
+// transaction; only then is the previous file removed. A file is never
+// served before that, and a part file never.
+
+// docCheckpoint is how many bytes a download writes between two durable
+// progress records.
+const docCheckpoint = 8 << 20
+
+// errCorrupt: downloaded content does not match its record's digest or
+// size; the part file is dropped and the download fails with the reason.
+var errCorrupt = errors.New("content does not match its digest")
+
+// documents runs the downloader until ctx ends: it reconciles the
+// device's documents with their records at start and whenever syncs or
+// Applies change them, then downloads what is queued.
+func (a *Agent) documents(ctx context.Context, client *natsjs.Client) {
+	retry := backoff.NewExponentialBackOff()
+	retry.InitialInterval, retry.MaxInterval = time.Second, 2*time.Minute
+	a.sweepDocuments(ctx)
+	reconcile := true
+	for ctx.Err() == nil {
+		if reconcile {
+			if err := a.reconcileDocuments(ctx); err != nil && ctx.Err() == nil {
+				a.log.Warn("documents: reconcile", "err", err)
+			}
+		}
+		wait, err := a.fetchQueued(ctx, client)
+		if err != nil && ctx.Err() == nil {
+			a.log.Warn("documents: download interrupted; retrying", "err", err)
+			wait = retry.NextBackOff()
+		} else if err == nil {
+			retry.Reset()
+		}
+		reconcile = a.waitDocuments(ctx, wait)
+	}
+}
+
+// waitDocuments waits for a kick, a change of the documents (it returns
+// true: reconcile first), wait if not 0, or the end of ctx.
+func (a *Agent) waitDocuments(ctx context.Context, wait time.Duration) bool {
+	var timer <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		timer = t.C
+	}
+	select {
+	case <-ctx.Done():
+	case <-a.docKick:
+	case <-a.docsChanged:
+		return true
+	case <-timer:
+	}
+	return false
+}
+
+// fetchQueued downloads every queued document while connected. It returns
+// how long to wait before trying again (0: until kicked), or the error of
+// an interrupted download.
+func (a *Agent) fetchQueued(ctx context.Context, client *natsjs.Client) (time.Duration, error) {
+	for ctx.Err() == nil {
+		if !client.Connected() {
+			return 0, nil // the connection coming up kicks
+		}
+		rows, err := a.db.DocFiles(ctx)
+		if err != nil {
+			return 0, err
+		}
+		next := -1
+		for i, f := range rows {
+			if f.State == store.DocQueued {
+				next = i
+				break
+			}
+		}
+		if next < 0 {
+			return 0, nil
+		}
+		if err := a.fetch(ctx, client, rows[next]); err != nil {
+			return 0, err
+		}
+	}
+	return 0, nil
+}
+
+// fetch downloads f's wanted content. Failures that another attempt would
+// repeat (corrupt or vanished content, no space) are recorded on the row
+// and return nil; others (the connection) are returned and retried.
+func (a *Agent) fetch(ctx context.Context, client *natsjs.Client, f store.DocFile) error {
+	defer a.docProgress.Store(nil)
+	err := a.download(ctx, client, f)
+	var reason string
+	switch {
+	case err == nil, errors.Is(err, store.ErrStaleDownload):
+		a.statusChanged()
+		return nil
+	case errors.Is(err, errCorrupt):
+		reason = err.Error()
+	case errors.Is(err, natsjs.ErrContentGone):
+		reason = "the content is no longer on the server: sync and apply to get the current version"
+	case errors.Is(err, ErrNoSpace):
+		reason = err.Error()
+	default:
+		return err
+	}
+	a.log.Warn("documents: download failed", "org_unit", f.OrgUnit, "id", f.RecordID, "reason", reason)
+	if err := a.db.DocFailed(ctx, f.OrgUnit, f.RecordID, f.Want.Object, reason, a.now()); err != nil && !errors.Is(err, store.ErrStaleDownload) {
+		return err
+	}
+	a.statusChanged()
+	return nil
+}
+
+// partName and fileName are f's part file and final file for object: the
+// upload token of the object name keeps versions apart.
+func partName(f store.DocFile, object string) string { return fileName(f, object) + ".part" }
+
+func fileName(f store.DocFile, object string) string {
+	_, upload, _ := strings.Cut(object, "/")
+	return f.RecordID + "." + upload
+}
+
+func (a *Agent) download(ctx context.Context, client *natsjs.Client, f store.DocFile) error {
+	dir := store.DocumentDir(a.cfg.DataDir, f.OrgUnit)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := a.checkSpace(f.Want.Size - f.PartBytes); err != nil {
+		return err
+	}
+	part := filepath.Join(dir, partName(f, f.Want.Object))
+	w, err := openPart(part, &f)
+	if err != nil {
+		return err
+	}
+	defer w.file.Close()
+	a.docProgress.Store(&DocumentProgress{OrgUnit: f.OrgUnit, ID: f.RecordID, BytesDone: w.bytes, BytesTotal: f.Want.Size})
+	a.statusChanged()
+	err = client.ReadContent(ctx, natsjs.ContentRead{Device: a.cfg.DeviceID, Unit: f.OrgUnit, Content: f.Want,
+		AfterSeq: f.PartSeq, Done: f.PartChunks}, func(data []byte, seq uint64) error { return a.writeChunk(ctx, w, &f, data, seq) })
+	if err != nil {
+		return err
+	}
+	if err := w.verify(f.Want); err != nil {
+		w.file.Close()
+		os.Remove(part)
+		return err
+	}
+	final := fileName(f, f.Want.Object)
+	if err := os.Rename(part, filepath.Join(dir, final)); err != nil {
+		return err
+	}
+	syncDir(dir)
+	old, err := a.db.DocDone(ctx, f.OrgUnit, f.RecordID, f.Want.Object, final, a.now())
+	if errors.Is(err, store.ErrStaleDownload) {
+		os.Remove(filepath.Join(dir, final))
+	}
+	if err != nil {
+		return err
+	}
+	if old != "" {
+		os.Remove(filepath.Join(dir, old))
+	}
+	a.log.Info("document downloaded", "org_unit", f.OrgUnit, "id", f.RecordID, "bytes", f.Want.Size)
+	return nil
+}
+
+// partWriter is a part file being written and the digest of its bytes.
+type partWriter struct {
+	file    *os.File
+	sum     hash.Hash
+	bytes   int64
+	chunks  int64
+	lastRec int64 // bytes at the last durable progress record
+}
+
+// openPart opens f's part file and readies it to continue after what the
+// row says it holds for certain: longer files are cut back, a shorter or
+// missing one restarts from the first chunk. The digest is taken over the
+// kept bytes again.
+func openPart(path string, f *store.DocFile) (*partWriter, error) {
+	file, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	st, err := file.Stat()
+	if err == nil && st.Size() < f.PartBytes {
+		f.PartBytes, f.PartSeq, f.PartChunks = 0, 0, 0
+	}
+	w := &partWriter{file: file, sum: sha256.New(), bytes: f.PartBytes, chunks: f.PartChunks, lastRec: f.PartBytes}
+	if err == nil {
+		err = file.Truncate(f.PartBytes)
+	}
+	if err == nil && f.PartBytes > 0 {
+		_, err = io.Copy(w.sum, io.NewSectionReader(file, 0, f.PartBytes))
+	}
+	if err == nil {
+		_, err = file.Seek(f.PartBytes, io.SeekStart)
+	}
+	if err != nil {
+		file.Close()
+		return nil, fmt.Errorf("agent: part file %s: %w", path, err)
+	}
+	return w, nil
+}
+
+// writeChunk appends one chunk and, every docCheckpoint bytes, syncs the
+// file and records how far it is.
+func (a *Agent) writeChunk(ctx context.Context, w *partWriter, f *store.DocFile, data []byte, seq uint64) error {
+	if w.bytes+int64(len(data)) > f.Want.Size {
+		return fmt.Errorf("%w: more than the %d bytes the record names", errCorrupt, f.Want.Size)
+	}
+	if _, err := w.file.Write(data); err != nil {
+		return err
+	}
+	w.sum.Write(data)
+	w.bytes += int64(len(data))
+	w.chunks++
+	a.docProgress.Store(&DocumentProgress{OrgUnit: f.OrgUnit, ID: f.RecordID, BytesDone: w.bytes, BytesTotal: f.Want.Size})
+	if w.bytes-w.lastRec < docCheckpoint && w.bytes < f.Want.Size {
+		return nil
+	}
+	if err := w.file.Sync(); err != nil {
+		return err
+	}
+	w.lastRec = w.bytes
+	a.statusChanged()
+	return a.db.DocProgress(ctx, f.OrgUnit, f.RecordID, f.Want.Object, w.bytes, seq, w.chunks)
+}
+
+// verify checks the written content against c.
+func (w *partWriter) verify(c events.Content) error {
+	if w.bytes != c.Size {
+		return fmt.Errorf("%w: %d bytes, the record names %d", errCorrupt, w.bytes, c.Size)
+	}
+	if got := "SHA-256=" + base64.URLEncoding.EncodeToString(w.sum.Sum(nil)); got != c.Digest {
+		return fmt.Errorf("%w: digest %s, the record names %s", errCorrupt, got, c.Digest)
+	}
+	return w.file.Sync()
+}
+
+// syncDir makes a rename in dir durable where the platform can (not on
+// Windows, where directories cannot be opened for syncing).
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}
