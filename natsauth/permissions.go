@@ -16,6 +16,7 @@ import (
 const (
 	jsAPI            = "$JS.API."
 	jsStreamInfo     = jsAPI + "STREAM.INFO."     // .<stream>
+	jsStreamPurge    = jsAPI + "STREAM.PURGE."    // .<stream>
 	jsDirectGet      = jsAPI + "DIRECT.GET."      // .<stream>.<subject>: last message of a subject
 	jsConsumerCreate = jsAPI + "CONSUMER.CREATE." // .<stream>.<consumer>.<filter>
 	jsConsumerInfo   = jsAPI + "CONSUMER.INFO."   // .<stream>.<consumer>
@@ -203,10 +204,13 @@ const (
 	// unit streams, results and dead letters. The only identity that
 	// publishes results.
 	RoleIngest Role = "ingest"
-	// RolePublish serves the publish API and appends to the org streams.
+	// RolePublish serves the publish API and the document publish API:
+	// appends to the org streams, puts and deletes document content (the
+	// delete only when signed with the units, [Authority.ComponentFor]).
 	RolePublish Role = "publish"
 	// RoleTool is the operator's command-line tools (seed, publish) and the
-	// demo: they append to the org streams and call the publish API.
+	// demo: they append to the org streams, call the publish APIs and put
+	// document content (never purge or delete it).
 	RoleTool Role = "tool"
 	// RoleTail is `broker-embed tail`, the operator's reader: it follows
 	// any stream through ordered consumers (their names are random, so
@@ -217,6 +221,63 @@ const (
 // streamAdmin are the JetStream requests that change streams.
 var streamAdmin = []string{jsAPI + "STREAM.CREATE.>", jsAPI + "STREAM.UPDATE.>", jsAPI + "STREAM.DELETE.>",
 	jsAPI + "STREAM.PURGE.>", jsAPI + "STREAM.MSG.DELETE.>", jsAPI + "STREAM.RESTORE.>"}
+
+// objectPublish is every object store subject of the account. NATS
+// wildcards match whole tokens only ("$O.FS_DOCS_*.>" would be a literal
+// token), so a permission without the unit names takes every bucket; the
+// account's only buckets are the document buckets (FS_DOCS_<unit>).
+const objectPublish = "$O.*.>"
+
+// documentWriterSubjects are what putting content into units' document
+// buckets takes beyond stream info and direct get, which the roles have
+// on every stream (nats.go's object store Put reads the bucket's stream
+// info and the object's info, then publishes the chunks and the info):
+// publishing on the buckets' subjects, "$O.*.>" when units are not known.
+// Deleting an object purges its chunks: with units, the purge of their
+// document streams (the publish identity only).
+func documentWriterSubjects(units []string, purge bool) ([]string, error) {
+	if units == nil {
+		return []string{objectPublish}, nil
+	}
+	var out []string
+	for _, u := range units {
+		subj, err := events.DocumentObjectSubjects(u)
+		if err != nil {
+			return nil, fmt.Errorf("natsauth: org unit: %w", err)
+		}
+		out = append(out, subj)
+		if purge {
+			stream, _ := events.DocumentStream(u)
+			out = append(out, jsStreamPurge+stream)
+		}
+	}
+	return out, nil
+}
+
+// ComponentFor is [Authority.Component] for a component that knows the
+// broker's org units: [RolePublish] then writes and purges exactly those
+// units' document buckets (deleting content needs the purge, which a
+// permission can only grant by stream name). Other roles get
+// [Authority.Component]'s permissions.
+func (a *Authority) ComponentFor(role Role, units []string) (userJWT, seed string, err error) {
+	if role != RolePublish {
+		return a.Component(role)
+	}
+	perms, err := componentPermissions(role)
+	if err != nil {
+		return "", "", err
+	}
+	docs, err := documentWriterSubjects(units, true)
+	if err != nil {
+		return "", "", err
+	}
+	perms.Pub.Allow = slices.Concat(slices.DeleteFunc(perms.Pub.Allow, func(s string) bool { return s == objectPublish }), docs)
+	creds, _, err := a.signUser("fieldsync-"+string(role), perms, 0, map[string]string{"role": string(role)})
+	if err != nil {
+		return "", "", err
+	}
+	return credsParts(creds)
+}
 
 // componentPermissions returns role's permissions. Components use the
 // default _INBOX prefix; only devices and integrations are held to their
@@ -236,8 +297,8 @@ func componentPermissions(role Role) (jwt.Permissions, error) {
 		}, nil
 	case RolePublish:
 		return jwt.Permissions{
-			Pub: jwt.Permission{Allow: slices.Concat(changes, []string{jsStreamInfo + "*", jsDirectGet + ">", jsAPI + "STREAM.MSG.GET.*"})},
-			Sub: jwt.Permission{Allow: []string{"_INBOX.>", events.PublishSubject}},
+			Pub: jwt.Permission{Allow: slices.Concat(changes, []string{objectPublish, jsStreamInfo + "*", jsDirectGet + ">", jsAPI + "STREAM.MSG.GET.*"})},
+			Sub: jwt.Permission{Allow: []string{"_INBOX.>", events.PublishSubject, events.DocumentAPISubject}},
 			// Answering publish API requests.
 			Resp: reply,
 		}, nil
@@ -249,7 +310,8 @@ func componentPermissions(role Role) (jwt.Permissions, error) {
 		}, nil
 	case RoleTool:
 		return jwt.Permissions{
-			Pub: jwt.Permission{Allow: slices.Concat(changes, []string{events.PublishSubject, jsStreamInfo + "*", jsDirectGet + ">"})},
+			Pub: jwt.Permission{Allow: slices.Concat(changes, []string{objectPublish, events.PublishSubject, events.DocumentAPISubject,
+				jsStreamInfo + "*", jsDirectGet + ">"})},
 			Sub: jwt.Permission{Allow: []string{"_INBOX.>"}},
 		}, nil
 	}

@@ -26,6 +26,10 @@ type Service struct {
 	now func() time.Time
 	// OnResponse, if set, is told of every answer (metrics).
 	OnResponse func(Response)
+	// MaxDocumentSize bounds a document's content in bytes
+	// ([Service.PublishDocument]; 0: no bound). The broker sets
+	// [DefaultMaxDocumentSize] unless configured.
+	MaxDocumentSize int64
 }
 
 // NewService returns a service publishing through pub.
@@ -36,13 +40,29 @@ func NewService(pub *natsjs.Publisher, log *slog.Logger) *Service {
 	return &Service{pub: pub, log: log, now: time.Now}
 }
 
-// Publish validates and appends one change.
+// Publish validates and appends one change. A document record's content
+// is the document API's ([Service.PublishDocument]): a body on channel
+// documents with a [events.ContentField] key is refused (code invalid),
+// and deleting a document also deletes its content objects once the
+// delete is published.
 func (s *Service) Publish(ctx context.Context, r Request) Response {
-	resp := s.publish(ctx, r)
+	var resp Response
+	switch {
+	case r.Channel == string(events.ChannelDocuments) && hasKey(r.Body, events.ContentField):
+		resp = Response{EventID: r.EventID, Error: &Error{Code: CodeInvalid, Message: "content is set by the document publish API"}}
+	case isDocument(r.Channel, r.Kind) && r.Op == string(events.OpDelete):
+		resp = s.deleteDocument(ctx, r)
+	default:
+		resp = s.publish(ctx, r)
+	}
+	s.answered(resp)
+	return resp
+}
+
+func (s *Service) answered(resp Response) {
 	if s.OnResponse != nil {
 		s.OnResponse(resp)
 	}
-	return resp
 }
 
 func (s *Service) publish(ctx context.Context, r Request) Response {

@@ -33,7 +33,11 @@ type Response struct {
 	Stream    string `json:"stream,omitempty"`
 	Version   uint64 `json:"version,omitempty"`
 	Duplicate bool   `json:"duplicate,omitempty"`
-	Error     *Error `json:"error,omitempty"`
+	// Content is the content the document names after a
+	// [Service.PublishDocument] (nil for other changes and documents
+	// without content).
+	Content *Content `json:"content,omitempty"`
+	Error   *Error   `json:"error,omitempty"`
 }
 
 // Error codes of [Error].
