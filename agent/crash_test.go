@@ -23,6 +23,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("FS_SYNC_CHILD") == "1" {
 		os.Exit(runSyncChild())
 	}
+	if os.Getenv("FS_DOC_CHILD") == "1" {
+		os.Exit(runDocChild())
+	}
 	os.Exit(m.Run())
 }
 

@@ -147,3 +147,36 @@ func (c *Client) SyncNow(ctx context.Context) (agent.Report, error) {
 	var out agent.Report
 	return out, c.do(ctx, http.MethodPost, "/v1/sync", SyncRequest{Scope: string(agent.ScopeFull), Reset: true}, &out)
 }
+
+// Documents lists the documents matching q ("" all) with the state of
+// their content.
+func (c *Client) Documents(ctx context.Context, q string) (agent.DocumentList, error) {
+	var out agent.DocumentList
+	path := "/v1/documents"
+	if q != "" {
+		path += "?" + url.Values{"q": {q}}.Encode()
+	}
+	return out, c.do(ctx, http.MethodGet, path, nil, &out)
+}
+
+// DownloadDocument queues the download of document id (unit "" when the
+// id is in one unit only) and returns it.
+func (c *Client) DownloadDocument(ctx context.Context, unit, id string) (agent.Document, error) {
+	var out struct {
+		Document agent.Document `json:"document"`
+	}
+	path := "/v1/documents/" + url.PathEscape(id) + "/download"
+	if unit != "" {
+		path += "?" + url.Values{"org": {unit}}.Encode()
+	}
+	return out.Document, c.do(ctx, http.MethodPost, path, nil, &out)
+}
+
+// DownloadAllDocuments queues every document not on the device and
+// returns how many.
+func (c *Client) DownloadAllDocuments(ctx context.Context) (int, error) {
+	var out struct {
+		Queued int `json:"queued"`
+	}
+	return out.Queued, c.do(ctx, http.MethodPost, "/v1/documents/download-all", nil, &out)
+}
