@@ -70,9 +70,13 @@ type Agent struct {
 	connected chan struct{}                // the connection came up: ask for the grant
 	refused   chan struct{}                // the broker refused the credentials
 
-	docKick     chan struct{}                   // a document was queued, or the connection came up
-	docsChanged chan struct{}                   // a sync or an Apply changed the live documents
+	docKick     chan struct{}                    // a document was queued, or the connection came up
+	docsChanged chan struct{}                    // a sync or an Apply changed the live documents
 	docProgress atomic.Pointer[DocumentProgress] // the download in progress
+	// Test hooks: beforeFetch runs before each download, onDocProgress
+	// after each durable progress record of one.
+	beforeFetch   func(store.DocFile)
+	onDocProgress func(bytes int64)
 }
 
 // Open validates cfg and opens the device store.

@@ -115,6 +115,9 @@ func (a *Agent) fetchQueued(ctx context.Context, client *natsjs.Client) (time.Du
 // and return nil; others (the connection) are returned and retried.
 func (a *Agent) fetch(ctx context.Context, client *natsjs.Client, f store.DocFile) error {
 	defer a.docProgress.Store(nil)
+	if a.beforeFetch != nil {
+		a.beforeFetch(f)
+	}
 	err := a.download(ctx, client, f)
 	var reason string
 	switch {
@@ -252,7 +255,13 @@ func (a *Agent) writeChunk(ctx context.Context, w *partWriter, f *store.DocFile,
 	}
 	w.lastRec = w.bytes
 	a.statusChanged()
-	return a.db.DocProgress(ctx, f.OrgUnit, f.RecordID, f.Want.Object, w.bytes, seq, w.chunks)
+	if err := a.db.DocProgress(ctx, f.OrgUnit, f.RecordID, f.Want.Object, w.bytes, seq, w.chunks); err != nil {
+		return err
+	}
+	if a.onDocProgress != nil {
+		a.onDocProgress(w.bytes)
+	}
+	return nil
 }
 
 // verify checks the written content against c.
