@@ -117,6 +117,7 @@ func TestBroker_Auth_DeviceDenied(t *testing.T) {
 
 	p := connectProbe(t, b.ClientURL(), fstest.MustDeviceCreds(t, a, "A", "north"), inboxOf(t, "A"))
 	durA, _ := natsjs.DurableName("A", events.ChannelEvents)
+	docA, _ := natsjs.DocumentConsumerName("A")
 	for _, subj := range []string{
 		// a consumer on FS_ORG_south, even under its own name, or reading one there
 		"$JS.API.CONSUMER.CREATE.FS_ORG_south." + durA + ".fs.org.south.events.>",
@@ -163,6 +164,22 @@ func TestBroker_Auth_DeviceDenied(t *testing.T) {
 		"fs.acc.B.get",
 		"fs.acc.B.signin",
 		"fs.acc.A.grant",
+		// document content: writing its own unit's bucket, another
+		// consumer or an unfiltered one there, another unit's bucket,
+		// the document API, purging
+		"$O.FS_DOCS_north.C.x",
+		"$O.FS_DOCS_north.M.eA==",
+		"$JS.API.CONSUMER.CREATE.OBJ_FS_DOCS_north.someone_else.$O.FS_DOCS_north.C.>",
+		"$JS.API.CONSUMER.CREATE.OBJ_FS_DOCS_north." + docA,
+		"$JS.API.CONSUMER.CREATE.OBJ_FS_DOCS_north",
+		"$JS.API.CONSUMER.CREATE.OBJ_FS_DOCS_north." + docA + ".$O.FS_DOCS_north.M.>",
+		"$JS.API.CONSUMER.CREATE.OBJ_FS_DOCS_north." + docA + ".$O.FS_DOCS_north.>",
+		"$JS.API.CONSUMER.CREATE.OBJ_FS_DOCS_south." + docA + ".$O.FS_DOCS_south.C.>",
+		"$JS.API.CONSUMER.MSG.NEXT.OBJ_FS_DOCS_south." + docA,
+		"$JS.API.STREAM.INFO.OBJ_FS_DOCS_south",
+		"$JS.API.DIRECT.GET.OBJ_FS_DOCS_south.$O.FS_DOCS_south.M.eA==",
+		"$JS.API.STREAM.PURGE.OBJ_FS_DOCS_north",
+		events.DocumentAPISubject,
 	} {
 		p.denyPub(t, subj)
 	}
@@ -328,5 +345,24 @@ func TestBroker_Auth_StatusIdentity(t *testing.T) {
 	}
 	for _, subj := range []string{"fs.acc.A.grant", "fs.res.A.>", "fs.org.north.>"} {
 		p.denySub(t, subj)
+	}
+}
+
+// TestBroker_Auth_DocumentWriters: the tool may put document content but
+// not purge, delete or rewrite a document bucket's stream nor answer the
+// document API; an integration may not write content or call it.
+func TestBroker_Auth_DocumentWriters(t *testing.T) {
+	b := openBroker(t, testConfig(t.TempDir(), "north"))
+	tool := connectProbe(t, b.ClientURL(), "", "_INBOX", fstest.ToolCreds(t, b.Authority()))
+	for _, subj := range []string{"$JS.API.STREAM.PURGE.OBJ_FS_DOCS_north", "$JS.API.STREAM.DELETE.OBJ_FS_DOCS_north",
+		"$JS.API.STREAM.UPDATE.OBJ_FS_DOCS_north", "$JS.API.STREAM.MSG.DELETE.OBJ_FS_DOCS_north"} {
+		tool.denyPub(t, subj)
+	}
+	tool.denySub(t, events.DocumentAPISubject)
+	in, _ := events.IntegrationInboxPrefix("crm")
+	crm := connectProbe(t, b.ClientURL(), fstest.MustIntegrationCreds(t, b.Authority(), "crm", "north"), in)
+	for _, subj := range []string{"$O.FS_DOCS_north.C.x", "$O.FS_DOCS_north.M.eA==", events.DocumentAPISubject,
+		"$JS.API.STREAM.INFO.OBJ_FS_DOCS_north", "$JS.API.STREAM.PURGE.OBJ_FS_DOCS_north"} {
+		crm.denyPub(t, subj)
 	}
 }

@@ -32,6 +32,7 @@ type Broker struct {
 	ingestNC   *nats.Conn
 	publishNC  *nats.Conn
 	sub        *nats.Subscription
+	docSub     *nats.Subscription
 	hello      *nats.Subscription
 	stopIngest context.CancelFunc
 	ingestDone chan error
@@ -106,11 +107,21 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Broker, err err
 	return b, nil
 }
 
-// startPublish serves the publish API (NATS and HTTP) on its own
-// connection, as the publish identity.
+// startPublish serves the publish API and the document publish API (NATS
+// and HTTP) on its own connection, as the publish identity.
 func (b *Broker) startPublish() error {
 	var err error
-	if b.publishNC, err = b.connect(natsauth.RolePublish); err != nil {
+	if b.auth == nil {
+		b.publishNC, err = b.connect(natsauth.RolePublish)
+	} else {
+		// Signed with the units: deleting document content purges their
+		// buckets' streams, which a permission names one by one.
+		var userJWT, seed string
+		if userJWT, seed, err = b.auth.ComponentFor(natsauth.RolePublish, b.cfg.OrgUnits); err == nil {
+			b.publishNC, err = b.srv.Connect("fieldsync-"+string(natsauth.RolePublish), nats.UserJWTAndSeed(userJWT, seed))
+		}
+	}
+	if err != nil {
 		return err
 	}
 	pc, err := natsjs.NewClient(b.publishNC)
@@ -119,8 +130,12 @@ func (b *Broker) startPublish() error {
 	}
 	svc := publish.NewService(pc.Publisher(), b.log)
 	svc.OnResponse = func(r publish.Response) { b.metrics.Published(publishOutcome(r)) }
+	svc.MaxDocumentSize = b.cfg.MaxDocumentSize
 	if b.sub, err = svc.Serve(b.publishNC); err != nil {
 		return fmt.Errorf("broker: publish API: %w", err)
+	}
+	if b.docSub, err = svc.ServeDocuments(b.publishNC); err != nil {
+		return fmt.Errorf("broker: document publish API: %w", err)
 	}
 	return b.serveHTTP(svc)
 }
@@ -191,8 +206,10 @@ func (b *Broker) close(ctx context.Context) error {
 		b.stopIngest()
 		errs = append(errs, <-b.ingestDone)
 	}
-	if b.sub != nil {
-		errs = append(errs, b.sub.Drain())
+	for _, sub := range []*nats.Subscription{b.sub, b.docSub} {
+		if sub != nil {
+			errs = append(errs, sub.Drain())
+		}
 	}
 	if b.access != nil {
 		b.access.close()

@@ -11,6 +11,7 @@ import (
 	"github.com/fieldsync/fieldsync/ingest"
 	"github.com/fieldsync/fieldsync/internal/yamlconf"
 	"github.com/fieldsync/fieldsync/natsjs"
+	"github.com/fieldsync/fieldsync/publish"
 )
 
 // Config is broker-embed's configuration (YAML). Every key has a working
@@ -37,8 +38,8 @@ type Config struct {
 		// TLS on the client listener devices connect to (off by default).
 		TLS TLSConfig `yaml:"tls"`
 	} `yaml:"nats"`
-	// HTTPAddr serves /healthz, /metrics and POST /v1/publish (default
-	// 127.0.0.1:8222).
+	// HTTPAddr serves /healthz, /metrics, POST /v1/publish and
+	// /v1/documents (default 127.0.0.1:8222).
 	HTTPAddr string `yaml:"http_addr"`
 	// HTTPAllowedHosts are the host names (or IP addresses) the HTTP
 	// endpoints answer for, by the request's Host header (default: the
@@ -58,6 +59,10 @@ type Config struct {
 	Ingest natsjs.IngestPolicy `yaml:"-"`
 	// Rights say what devices may write (YAML key rights, see [rightsFile]).
 	Rights ingest.Rights `yaml:"-"`
+	// MaxDocumentSize bounds one document's content in bytes, over HTTP
+	// and NATS alike (default [publish.DefaultMaxDocumentSize], 1 GiB; -1:
+	// none). A unit's whole bucket is capped by streams.document_bytes.
+	MaxDocumentSize int64 `yaml:"max_document_size"`
 }
 
 // TLSConfig is TLS on the NATS client listener: on when Cert is set.
@@ -104,6 +109,8 @@ type streamsFile struct {
 	MaxConsumers int           `yaml:"max_consumers"`
 	Replicas     int           `yaml:"replicas"`
 	MaxBytes     int64         `yaml:"max_bytes"`
+	// DocumentBytes caps each unit's document bucket (-1 or unset: none).
+	DocumentBytes int64 `yaml:"document_bytes"`
 }
 
 // ingestFile is the ingest section ([natsjs.IngestPolicy]).
@@ -127,7 +134,8 @@ type rightsFile struct {
 func (f configFile) config() Config {
 	c := f.Config
 	s, i := f.Streams, f.Ingest
-	c.Streams = natsjs.StreamPolicy{History: s.History, Duplicates: s.Duplicates, MaxConsumers: s.MaxConsumers, Replicas: s.Replicas, MaxBytes: s.MaxBytes}
+	c.Streams = natsjs.StreamPolicy{History: s.History, Duplicates: s.Duplicates, MaxConsumers: s.MaxConsumers, Replicas: s.Replicas, MaxBytes: s.MaxBytes,
+		DocumentBytes: s.DocumentBytes}
 	c.Ingest = natsjs.IngestPolicy{ResultRetention: i.ResultRetention, AckWait: i.AckWait, Replicas: i.Replicas,
 		UploadMaxBytes: i.UploadMaxBytes, DevicePendingUploads: i.DevicePendingUploads, DeadLetterMaxBytes: i.DeadLetterMaxBytes, DeadLetterRetention: i.DeadLetterRetention}
 	c.Rights = ingest.Rights{Devices: f.Rights.Devices, Writable: f.Rights.Writable}
@@ -150,6 +158,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Auth == "" {
 		c.Auth = AuthJWT
+	}
+	if c.MaxDocumentSize == 0 {
+		c.MaxDocumentSize = publish.DefaultMaxDocumentSize
 	}
 	return c
 }

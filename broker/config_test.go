@@ -93,14 +93,19 @@ streams:
   max_consumers: 123
   replicas: 3
   max_bytes: 4096
+  document_bytes: 8192
+max_document_size: 5000
 `))
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantStreams := natsjs.StreamPolicy{History: 4, Duplicates: 90 * time.Second, MaxConsumers: 123, Replicas: 3, MaxBytes: 4096}
+		wantStreams := natsjs.StreamPolicy{History: 4, Duplicates: 90 * time.Second, MaxConsumers: 123, Replicas: 3, MaxBytes: 4096, DocumentBytes: 8192}
 		wantIngest := natsjs.IngestPolicy{DevicePendingUploads: 50, ResultRetention: 96 * time.Hour, AckWait: 7 * time.Second, Replicas: 3,
 			UploadMaxBytes: 5000000, DeadLetterMaxBytes: 60000, DeadLetterRetention: 72 * time.Hour}
 		wantRights := ingest.Rights{Devices: map[string][]string{"tab1": {"north"}}, Writable: map[events.Channel][]string{events.ChannelEvents: {"event", "risk"}}}
+		if cfg.MaxDocumentSize != 5000 {
+			t.Fatalf("max_document_size read as %d", cfg.MaxDocumentSize)
+		}
 		if cfg.Streams != wantStreams || cfg.Ingest != wantIngest || !reflect.DeepEqual(cfg.Rights, wantRights) {
 			t.Fatalf("sections read as streams %+v ingest %+v rights %+v", cfg.Streams, cfg.Ingest, cfg.Rights)
 		}
@@ -135,7 +140,7 @@ func TestConfig_WithDefaults(t *testing.T) {
 	c.NATS.Port = -1
 	c.DataDir = "d"
 	got := c.WithDefaults()
-	if got.NATS.Port != -1 || got.DataDir != "d" || got.HTTPAddr != "127.0.0.1:8222" {
+	if got.NATS.Port != -1 || got.DataDir != "d" || got.HTTPAddr != "127.0.0.1:8222" || got.MaxDocumentSize != 1<<30 {
 		t.Fatalf("WithDefaults overrode set keys or missed unset ones: %+v", got)
 	}
 }

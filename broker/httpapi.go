@@ -20,8 +20,9 @@ import (
 
 // serveHTTP serves GET /healthz (open to anyone: it says only whether the
 // broker works), GET /metrics (the metrics token, see
-// [Config.MetricsTokenPath]) and POST /v1/publish (an integration's
-// token, see [Broker.publishCaller]). Everything but /healthz is behind
+// [Config.MetricsTokenPath]), POST /v1/publish and PUT and DELETE
+// /v1/documents/{unit}/{id} ([publish.Service.DocumentsHTTP]; an
+// integration's token, see [Broker.authPublish]). Everything but /healthz is behind
 // [Broker.guardHTTP].
 func (b *Broker) serveHTTP(svc *publish.Service) error {
 	token, err := loadOrCreateToken(b.cfg.MetricsTokenPath())
@@ -31,6 +32,9 @@ func (b *Broker) serveHTTP(svc *publish.Service) error {
 	api := http.NewServeMux()
 	api.Handle("GET /metrics", requireToken(token, b.metrics.Handler()))
 	api.Handle("POST /v1/publish", b.authPublish(svc))
+	docs := b.authPublish(svc.DocumentsHTTP())
+	api.Handle("PUT /v1/documents/{unit}/{id}", docs)
+	api.Handle("DELETE /v1/documents/{unit}/{id}", docs)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", b.healthz)
 	mux.Handle("/", b.guardHTTP(api))

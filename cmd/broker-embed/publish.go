@@ -1,39 +1,54 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"mime"
+	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
+	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/publish"
 )
 
+// publishFlags are the flags of `broker-embed publish`.
+type publishFlags struct {
+	r                       publish.Request
+	body, url               string
+	file, name, contentType string
+	expected                int64
+	auth                    toolAuth
+}
+
 func newPublishCmd() *cobra.Command {
-	var r publish.Request
-	var body, url string
-	var expected int64
-	var auth toolAuth
+	var p publishFlags
 	cmd := &cobra.Command{
-		Use:   "publish --org U --channel C --kind K --id ID [--op upsert|delete] [--body JSON]",
-		Short: "Append one server-side change through the publish API",
+		Use: "publish --org U --channel C --kind K --id ID [--op upsert|delete] [--body JSON]\n" +
+			"  publish --org U --channel documents --kind document --id ID --file PATH [--name N] [--content-type T] [--body JSON]",
+		Short: "Append one server-side change through the publish API (a document's content with --file)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if body != "" {
-				b, err := publish.DecodeBody([]byte(body))
+			if p.body != "" {
+				b, err := publish.DecodeBody([]byte(p.body))
 				if err != nil {
 					return fmt.Errorf("--body: %w", err)
 				}
-				r.Body = b
+				p.r.Body = b
 			}
-			if expected >= 0 {
-				v := uint64(expected)
-				r.ExpectedVersion = &v
+			if p.expected >= 0 {
+				v := uint64(p.expected)
+				p.r.ExpectedVersion = &v
 			}
-			nc, err := auth.connect(url, "fieldsync-publish-cli")
+			if p.file != "" {
+				return p.document(cmd)
+			}
+			nc, err := p.auth.connect(p.url, "fieldsync-publish-cli")
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
-			resp, err := publish.NewClient(nc).Publish(cmd.Context(), r)
+			resp, err := publish.NewClient(nc).Publish(cmd.Context(), p.r)
 			if err != nil {
 				return err
 			}
@@ -43,18 +58,61 @@ func newPublishCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&r.OrgUnit, "org", "", "org unit (empty: tenant-wide admin data)")
-	f.StringVar(&r.Channel, "channel", "", "events, admin or documents")
-	f.StringVar(&r.Kind, "kind", "", "record kind, e.g. event, setting, document")
-	f.StringVar(&r.RecordID, "id", "", "record id")
-	f.StringVar(&r.Op, "op", "upsert", "upsert or delete")
-	f.StringVar(&r.EventID, "event-id", "", "event id (dedupe key; generated if empty)")
-	f.StringVar(&body, "body", "", "record body as a JSON object")
-	f.Int64Var(&expected, "expected-version", -1, "fail unless the record is at this version (0: must not exist)")
-	f.StringVar(&url, "url", "nats://127.0.0.1:4222", "broker NATS URL")
-	auth.register(cmd)
+	f.StringVar(&p.r.OrgUnit, "org", "", "org unit (empty: tenant-wide admin data)")
+	f.StringVar(&p.r.Channel, "channel", "", "events, admin or documents")
+	f.StringVar(&p.r.Kind, "kind", "", "record kind, e.g. event, setting, document")
+	f.StringVar(&p.r.RecordID, "id", "", "record id")
+	f.StringVar(&p.r.Op, "op", "upsert", "upsert or delete")
+	f.StringVar(&p.r.EventID, "event-id", "", "event id (dedupe key; generated if empty)")
+	f.StringVar(&p.body, "body", "", "record body as a JSON object (with --file: extra metadata)")
+	f.Int64Var(&p.expected, "expected-version", -1, "fail unless the record is at this version (0: must not exist)")
+	f.StringVar(&p.url, "url", "nats://127.0.0.1:4222", "broker NATS URL")
+	f.StringVar(&p.file, "file", "", "a document's content (channel documents, kind document only)")
+	f.StringVar(&p.name, "name", "", "with --file: the document's display name (default: the file's name)")
+	f.StringVar(&p.contentType, "content-type", "", "with --file: media type (default: from the file's extension)")
+	p.auth.register(cmd)
 	for _, req := range []string{"channel", "kind", "id"} {
 		cmd.MarkFlagRequired(req)
 	}
 	return cmd
+}
+
+// errFileNotDocument: --file given for a record that is not a document.
+var errFileNotDocument = errors.New("--file is for --channel documents --kind document only")
+
+// document publishes p.file as a version of the document p.r names
+// ([publish.Client.PublishDocument]) and prints its version, size and
+// digest.
+func (p *publishFlags) document(cmd *cobra.Command) error {
+	if p.r.Channel != string(events.ChannelDocuments) || p.r.Kind != events.DocumentKind || p.r.Op != string(events.OpUpsert) {
+		return errFileNotDocument
+	}
+	f, err := os.Open(p.file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	name, ctype := p.name, p.contentType
+	if name == "" {
+		name = filepath.Base(p.file)
+	}
+	if ctype == "" {
+		ctype = mime.TypeByExtension(filepath.Ext(p.file))
+	}
+	nc, err := p.auth.connect(p.url, "fieldsync-publish-cli")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	resp, err := publish.NewClient(nc).PublishDocument(cmd.Context(), publish.DocumentRequest{EventID: p.r.EventID, OrgUnit: p.r.OrgUnit,
+		RecordID: p.r.RecordID, Name: name, ContentType: ctype, Body: p.r.Body, ExpectedVersion: p.r.ExpectedVersion}, f)
+	if err != nil {
+		return err
+	}
+	if resp.Content == nil {
+		return fmt.Errorf("publish: the answer names no content")
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "published %s to %s: version %d%s, size %d, digest %s\n", resp.EventID, resp.Stream, resp.Version,
+		map[bool]string{true: " (duplicate)"}[resp.Duplicate], resp.Content.Size, resp.Content.Digest)
+	return nil
 }
