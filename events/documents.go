@@ -88,14 +88,6 @@ func DocumentObjectSubjects(unit string) (string, error) {
 	return objSubjectRoot + "." + b + ".>", nil
 }
 
-// AllDocumentObjectSubjects is the filter of every document bucket's
-// subjects.
-func AllDocumentObjectSubjects() string { return objSubjectRoot + "." + docBucketPfx + "*.>" }
-
-// AllDocumentStreams is the stream-name pattern (one token) of every
-// document bucket's stream, for permissions.
-func AllDocumentStreams() string { return objStreamPfx + docBucketPfx + "*" }
-
 // DocumentObjectName returns the object name of one upload of record
 // recordID's content: "<recordID>/<upload>". Every upload has its own
 // name, so a new version never overwrites the content devices are

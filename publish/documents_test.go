@@ -249,6 +249,19 @@ func TestService_Publish_Document(t *testing.T) {
 	if got := objects(t, b, "north"); len(got) != 2 {
 		t.Fatalf("objects %v, want 2", got)
 	}
+	// A plain upsert would leave the content unnamed: refused, nothing changes.
+	meta := publish.Request{OrgUnit: "north", Channel: "documents", Kind: "document", RecordID: "d1", Body: map[string]any{"name": "renamed"}}
+	if r := svc.Publish(ctx, meta); !errors.Is(r.Error, publish.ErrInvalid) {
+		t.Fatalf("plain upsert of a document with content: %+v", r)
+	}
+	if got := objects(t, b, "north"); len(got) != 2 {
+		t.Fatalf("objects after the refused upsert %v, want 2", got)
+	}
+	// A document without content takes plain upserts.
+	if r := svc.Publish(ctx, publish.Request{OrgUnit: "north", Channel: "documents", Kind: "document", RecordID: "meta-only",
+		Body: map[string]any{"name": "no file"}}); r.Error != nil {
+		t.Fatalf("plain upsert of a document without content: %+v", r.Error)
+	}
 	del := svc.Publish(ctx, publish.Request{OrgUnit: "north", Channel: "documents", Kind: "document", RecordID: "d1", Op: "delete"})
 	if del.Error != nil {
 		t.Fatal(del.Error)

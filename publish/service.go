@@ -52,11 +52,31 @@ func (s *Service) Publish(ctx context.Context, r Request) Response {
 		resp = Response{EventID: r.EventID, Error: &Error{Code: CodeInvalid, Message: "content is set by the document publish API"}}
 	case isDocument(r.Channel, r.Kind) && r.Op == string(events.OpDelete):
 		resp = s.deleteDocument(ctx, r)
+	case isDocument(r.Channel, r.Kind):
+		resp = s.publishDocumentRecord(ctx, r)
 	default:
 		resp = s.publish(ctx, r)
 	}
 	s.answered(resp)
 	return resp
+}
+
+// publishDocumentRecord publishes a plain upsert of a document record
+// unless the document has content: replacing its body would leave the
+// content in the bucket with nothing naming it, so that goes through
+// [Service.PublishDocument] (which keeps or replaces the content).
+func (s *Service) publishDocumentRecord(ctx context.Context, r Request) Response {
+	cur, err := s.current(ctx, documentAddress(r.OrgUnit, r.RecordID))
+	switch {
+	case errors.Is(err, natsjs.ErrUnknownUnit) || errors.Is(err, events.ErrInvalidField) || errors.Is(err, events.ErrMissingField):
+		return s.publish(ctx, r) // answered there, with its usual code
+	case err != nil:
+		return Response{EventID: r.EventID, Error: &Error{Code: CodeInternal, Message: err.Error()}}
+	case cur.content != nil:
+		return Response{EventID: r.EventID, Error: &Error{Code: CodeInvalid, Message: fmt.Sprintf(
+			"document %s has content: change it through the document API (PUT /v1/documents/%s/%s, publish --file), which keeps or replaces the content", r.RecordID, r.OrgUnit, r.RecordID)}}
+	}
+	return s.publish(ctx, r)
 }
 
 func (s *Service) answered(resp Response) {

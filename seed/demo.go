@@ -2,6 +2,7 @@ package seed
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -11,8 +12,9 @@ import (
 
 // Demo returns a small, readable data set for units: events, actions and
 // findings, admin settings, role permissions and user assignments (some
-// tenant-wide), document metadata, and then a few updates and deletes, so a
-// device's initial sync has to take the latest version of each record.
+// tenant-wide), and then a few updates and deletes, so a device's initial
+// sync has to take the latest version of each record. Documents, which
+// carry content, are [DemoDocuments].
 func Demo(units []string) []*events.Envelope {
 	var out []*events.Envelope
 	n := 0
@@ -38,14 +40,38 @@ func Demo(units []string) []*events.Envelope {
 		for i := 1; i <= 4; i++ {
 			add(u, events.ChannelEvents, "action", fmt.Sprintf("act-%03d", i), map[string]any{"title": fmt.Sprintf("Replace extinguisher %d", i), "status": "open"})
 			add(u, events.ChannelEvents, "finding", fmt.Sprintf("fnd-%03d", i), map[string]any{"title": fmt.Sprintf("Blocked exit %d", i), "severity": "high"})
-			add(u, events.ChannelDocuments, "document", fmt.Sprintf("doc-%03d", i), map[string]any{
-				"title": fmt.Sprintf("Procedure %d", i), "file_name": fmt.Sprintf("procedure-%d.pdf", i), "size": 120_000 * i})
 		}
 		// History: updates and deletes the device must not see as separate records.
 		add(u, events.ChannelEvents, "event", "insp-001", map[string]any{"title": "Safety inspection 1 (" + u + ")", "status": "closed"})
 		add(u, events.ChannelEvents, "event", "insp-002", nil)
-		add(u, events.ChannelDocuments, "document", "doc-004", nil)
 		add(u, events.ChannelAdmin, "user_assignment", "alice", map[string]any{"title": "Alice → lead inspector", "user": "alice", "role": "lead"})
+	}
+	return out
+}
+
+// DemoDocument is one document of the demo, with its content.
+type DemoDocument struct {
+	OrgUnit, ID, Name, ContentType string
+	Meta                           map[string]any
+	Content                        []byte
+}
+
+// DemoDocuments returns the demo's documents for units: a few procedures
+// and forms per unit, as text, each some tens of KB.
+func DemoDocuments(units []string) []DemoDocument {
+	var out []DemoDocument
+	for _, u := range units {
+		for i := 1; i <= 4; i++ {
+			var b strings.Builder
+			fmt.Fprintf(&b, "# Procedure %d (%s)\n\n", i, u)
+			for step := 1; step <= 400*i; step++ {
+				fmt.Fprintf(&b, "%d. Check item %d of the site walk-through and record what you find.\n", step, step)
+			}
+			out = append(out, DemoDocument{OrgUnit: u, ID: fmt.Sprintf("proc-%03d", i), Name: fmt.Sprintf("Procedure %d.md", i),
+				ContentType: "text/markdown", Meta: map[string]any{"section": "procedures", "revision": 1}, Content: []byte(b.String())})
+		}
+		out = append(out, DemoDocument{OrgUnit: u, ID: "form-incident", Name: "Incident report form.txt", ContentType: "text/plain",
+			Meta: map[string]any{"section": "forms"}, Content: []byte("Incident report\n\nDate:\nLocation:\nWhat happened:\nActions taken:\n")})
 	}
 	return out
 }

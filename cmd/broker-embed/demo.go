@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"github.com/fieldsync/fieldsync/localapi"
 	"github.com/fieldsync/fieldsync/natsauth"
 	"github.com/fieldsync/fieldsync/natsjs"
+	"github.com/fieldsync/fieldsync/publish"
 	"github.com/fieldsync/fieldsync/seed"
 )
 
@@ -133,5 +135,24 @@ func publishDemo(ctx context.Context, out io.Writer, c *natsjs.Client, units []s
 		return data[i-1], true
 	}, 100)
 	fmt.Fprintf(out, "server     published %d demo changes (with updates and deletes) for org units north, south and tenant-wide admin\n", n)
-	return err
+	if err != nil {
+		return err
+	}
+	return publishDemoDocuments(ctx, out, c, units)
+}
+
+// publishDemoDocuments publishes the demo's documents with their content
+// through the document API's service (content in each unit's bucket).
+func publishDemoDocuments(ctx context.Context, out io.Writer, c *natsjs.Client, units []string) error {
+	svc := publish.NewService(c.Publisher(), nil)
+	docs := seed.DemoDocuments(units)
+	for _, d := range docs {
+		resp := svc.PublishDocument(ctx, publish.DocumentRequest{OrgUnit: d.OrgUnit, RecordID: d.ID, Name: d.Name,
+			ContentType: d.ContentType, Body: d.Meta}, bytes.NewReader(d.Content))
+		if resp.Error != nil {
+			return fmt.Errorf("demo document %s/%s: %w", d.OrgUnit, d.ID, resp.Error)
+		}
+	}
+	fmt.Fprintf(out, "server     published %d demo documents with content (download them from the status page or with device-agent download --all)\n", len(docs))
+	return nil
 }

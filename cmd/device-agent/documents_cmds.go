@@ -57,7 +57,13 @@ func printDocuments(w io.Writer, list agent.DocumentList) {
 	fmt.Fprintf(w, "%d documents; %s used on the device, %s free\n", len(list.Documents), mb(list.Space.UsedBytes), mb(list.Space.FreeBytes))
 }
 
-func mb(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
+// mb formats a byte count for people: kB under a megabyte, else MB.
+func mb(n int64) string {
+	if n < 1e6 {
+		return fmt.Sprintf("%.1f kB", float64(n)/1e3)
+	}
+	return fmt.Sprintf("%.1f MB", float64(n)/1e6)
+}
 
 func newDownloadCmd(g *globals) *cobra.Command {
 	var all, noWait bool
