@@ -1,4 +1,4 @@
--- user_version 8
+-- user_version 9
 -- index outbox_record on outbox
 CREATE INDEX outbox_record ON outbox (org_unit, channel, kind, record_id, seq);
 -- index outbox_state on outbox
@@ -48,6 +48,30 @@ CREATE TABLE deferred_results (
 		channel TEXT NOT NULL,
 		result  BLOB NOT NULL,
 		until   INTEGER NOT NULL);
+-- table doc_files on doc_files
+CREATE TABLE doc_files (
+		org_unit     TEXT NOT NULL,
+		record_id    TEXT NOT NULL,
+		version      INTEGER NOT NULL DEFAULT 0,
+		object       TEXT NOT NULL DEFAULT '',
+		digest       TEXT NOT NULL DEFAULT '',
+		size         INTEGER NOT NULL DEFAULT 0,
+		path         TEXT NOT NULL DEFAULT '',
+		want_version INTEGER NOT NULL DEFAULT 0,
+		want_object  TEXT NOT NULL DEFAULT '',
+		want_nuid    TEXT NOT NULL DEFAULT '',
+		want_digest  TEXT NOT NULL DEFAULT '',
+		want_type    TEXT NOT NULL DEFAULT '',
+		want_size    INTEGER NOT NULL DEFAULT 0,
+		want_chunks  INTEGER NOT NULL DEFAULT 0,
+		part_bytes   INTEGER NOT NULL DEFAULT 0,
+		part_seq     INTEGER NOT NULL DEFAULT 0,
+		part_chunks  INTEGER NOT NULL DEFAULT 0,
+		state        TEXT NOT NULL DEFAULT 'idle',
+		error        TEXT NOT NULL DEFAULT '',
+		requested_at INTEGER NOT NULL DEFAULT 0,
+		updated_at   INTEGER NOT NULL DEFAULT 0,
+		PRIMARY KEY (org_unit, record_id)) WITHOUT ROWID;
 -- table meta on meta
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 -- table outbox on outbox
