@@ -73,3 +73,9 @@ func TestFeed_Tiny(t *testing.T) {
 	out := runBench(t, "feed", "--records", "3000")
 	wantLines(t, out, "(a) raw ordered consumer", "(b) raw durable", "(c) package feed", "of (b)")
 }
+
+func TestDocuments_Tiny(t *testing.T) {
+	out := runBench(t, "documents", "--large-mb", "2", "--small", "20", "--small-kb", "4", "--runs", "1")
+	wantLines(t, out, "(a) raw object-store get", "large 2 MB:", "small 20 x 4 KB, one Get after another:",
+		"large 2 MB: agent", "target >= 0.80", "small 20 × 4 KB: agent", "raw sequential gets")
+}
