@@ -79,7 +79,7 @@ func startBrowser(t *testing.T) *browser {
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox,
 		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 800))
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 800), chromedp.Flag("lang", "en-US"))
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelCtx := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancelCtx(); cancelAlloc() })
@@ -148,11 +148,14 @@ func publishMany(t *testing.T, b *fstest.Broker, n int) {
 
 // TestPage_Browser drives the status page in headless Chromium: a sync the
 // user starts shows its progress, then updates available; Apply makes the
-// device up to date; a sync error is listed and Undo clears it.
+// device up to date; the activity reads as sentences and each category
+// says when it was synced; a sync error is listed and Undo clears it; the
+// documents are listed, searched, downloaded and opened.
 func TestPage_Browser(t *testing.T) {
 	br := startBrowser(t)
 	e := &env{broker: fstest.MustStartBroker(t, "north"), versions: map[string]uint64{}}
 	e.versions["srv-1"] = e.broker.MustPublish(t, fstest.Change(t, "north", events.ChannelEvents, "event", "srv-1", map[string]any{"title": "T srv-1"}))
+	publishBrowserDocs(t, e)
 	e.run(t, agent.Config{DeviceID: "tab-ui", User: "alice", OrgUnits: []string{"north"},
 		BrokerURL: slowProxy(t, strings.TrimPrefix(e.broker.URL(), "nats://"), browserLinkSpeed), DataDir: t.TempDir(),
 		APIAddr: "127.0.0.1:0", StallTimeout: 10 * time.Second, AutosyncInterval: 50 * time.Millisecond})
@@ -161,7 +164,9 @@ func TestPage_Browser(t *testing.T) {
 	browserOpen(t, br, e)
 	browserSync(t, br, e)
 	browserApply(t, br, e)
+	browserActivity(t, br, e)
 	browserUndo(t, br, e)
+	browserDocuments(t, br, e)
 }
 
 // browserOpen: without the token the page says how to get in; with it the
@@ -206,14 +211,14 @@ func browserSync(t *testing.T, br *browser, e *env) {
 	br.shot(t, "sync-in-progress")
 	bars, err := runFor(br, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#progress progress")].map(p=>p.getAttribute("aria-label"))`))
 	if err != nil || !slices.ContainsFunc(bars, func(l string) bool {
-		return strings.HasPrefix(l, "north Events: ") && strings.HasSuffix(l, " of "+fmt.Sprint(browserChanges))
+		return strings.HasPrefix(l, "north Events: ") && strings.HasSuffix(l, " of "+grouped(browserChanges))
 	}) {
-		t.Fatalf("progress bars while syncing: %q (%v), want one labelled north Events: n of %d", bars, err, browserChanges)
+		t.Fatalf("progress bars while syncing: %q (%v), want one labelled north Events: n of %s", bars, err, grouped(browserChanges))
 	}
 
 	br.run(t, "wait for updates available", chromedp.WaitVisible(chromedp.CSS(`#widget[data-state="updates_available"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#apply`)))
-	if got := br.text(t, "#state-detail"); !strings.Contains(got, fmt.Sprint(browserChanges)+" changes") {
+	if got := br.text(t, "#state-detail"); !strings.Contains(got, grouped(browserChanges)+" changes") {
 		t.Fatalf("updates detail %q, want the %d staged changes", got, browserChanges)
 	}
 	br.shot(t, "updates-available")
@@ -269,6 +274,7 @@ func browserUndo(t *testing.T, br *browser, e *env) {
 	if cs := e.conflicts(t); len(cs) != 0 {
 		t.Fatalf("conflicts after Undo in the page: %+v", cs)
 	}
+	waitActivity(t, br, "Sent 1 write to the server")
 	br.shot(t, "undone")
 }
 
