@@ -2,6 +2,8 @@ package broker
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	"github.com/nats-io/nats.go"
 
@@ -18,7 +20,17 @@ func (b *Broker) openAuth() (*natsserver.OperatorAuth, error) {
 			"nats_host", b.cfg.NATS.Host, "nats_port", b.cfg.NATS.Port)
 		return nil, nil
 	}
-	a, err := natsauth.Open(b.cfg.AuthDir())
+	open := natsauth.Open
+	if b.cfg.Cluster.Enabled() {
+		// Nodes starting together must not each create an operator: the
+		// shared authority is made once, by `broker-embed init`.
+		open = natsauth.OpenExisting
+	}
+	a, err := open(b.cfg.AuthDir())
+	if errors.Is(err, natsauth.ErrNoAuthority) {
+		return nil, fmt.Errorf("broker: cluster node %s: no operator keys in %s: run `broker-embed init --config FILE` once before starting the nodes: %w",
+			b.cfg.ServerName, b.cfg.AuthDir(), err)
+	}
 	if err != nil {
 		return nil, err
 	}

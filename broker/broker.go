@@ -62,8 +62,11 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Broker, err err
 			b.Close(context.WithoutCancel(ctx))
 		}
 	}()
-	scfg := natsserver.Config{Name: "fieldsync", Host: cfg.NATS.Host, Port: cfg.NATS.Port,
+	scfg := natsserver.Config{Name: cfg.ServerName, Host: cfg.NATS.Host, Port: cfg.NATS.Port,
 		StoreDir: cfg.JetStreamDir(), SyncInterval: cfg.NATS.SyncInterval, MaxPayload: cfg.NATS.MaxPayload, Logging: cfg.NATS.Logging}
+	if scfg.Cluster, err = cfg.serverCluster(); err != nil {
+		return nil, err
+	}
 	if scfg.Operator, err = b.openAuth(); err != nil {
 		return nil, err
 	}
@@ -77,12 +80,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Broker, err err
 	if b.client, err = natsjs.NewClient(b.nc); err != nil {
 		return nil, err
 	}
-	if err = b.client.Provision(ctx, cfg.OrgUnits, cfg.Streams); err != nil {
-		return nil, err
-	}
-	if err = b.client.ProvisionIngest(ctx, cfg.Ingest); errors.Is(err, natsjs.ErrLegacyUploads) {
-		b.log.Error("uploads stream from an older build kept as it is; recreate it once ingest has drained it (README, quotas)", "err", err)
-	} else if err != nil {
+	if err = b.provision(ctx); err != nil {
 		return nil, err
 	}
 	b.metrics = b.newMetrics()

@@ -63,7 +63,34 @@ type Config struct {
 	// and NATS alike (default [publish.DefaultMaxDocumentSize], 1 GiB; -1:
 	// none). A unit's whole bucket is capped by streams.document_bytes.
 	MaxDocumentSize int64 `yaml:"max_document_size"`
+	// ServerName names this node (default "fieldsync"); every node of a
+	// cluster needs its own.
+	ServerName string `yaml:"server_name"`
+	// AuthPath is where the operator and account keys live (default
+	// <data_dir>/auth, see [Config.AuthDir]). The nodes of a cluster share
+	// one, created once by `broker-embed init` before they start.
+	AuthPath string `yaml:"auth_dir"`
+	// Cluster makes this broker one node of a JetStream cluster.
+	Cluster ClusterConfig `yaml:"cluster"`
 }
+
+// ClusterConfig is this node's part of a cluster: every node runs the
+// whole server side (provisioning, publish API, ingest) and they share
+// the streams (R3 by default) and the durable ingest consumer.
+type ClusterConfig struct {
+	// Name of the cluster, the same on every node (default "fieldsync"
+	// once routes are set).
+	Name string `yaml:"name"`
+	// Listen is where this node takes routes from the others (default
+	// 0.0.0.0:6222).
+	Listen string `yaml:"listen"`
+	// Routes to the nodes (nats-route://host:6222), this one may be
+	// listed too: the same list can go into every node's file.
+	Routes []string `yaml:"routes"`
+}
+
+// Enabled reports whether this broker is a cluster node.
+func (c ClusterConfig) Enabled() bool { return c.Name != "" || len(c.Routes) > 0 }
 
 // TLSConfig is TLS on the NATS client listener: on when Cert is set.
 type TLSConfig struct {
@@ -162,6 +189,30 @@ func (c Config) WithDefaults() Config {
 	if c.MaxDocumentSize == 0 {
 		c.MaxDocumentSize = publish.DefaultMaxDocumentSize
 	}
+	if c.ServerName == "" {
+		c.ServerName = "fieldsync"
+	}
+	if c.Cluster.Enabled() {
+		c = c.clusterDefaults()
+	}
+	return c
+}
+
+// clusterDefaults are the defaults of a cluster node: three replicas of
+// every stream (a node may be lost without losing data or the quorum).
+func (c Config) clusterDefaults() Config {
+	if c.Cluster.Name == "" {
+		c.Cluster.Name = "fieldsync"
+	}
+	if c.Cluster.Listen == "" {
+		c.Cluster.Listen = "0.0.0.0:6222"
+	}
+	if c.Streams.Replicas == 0 {
+		c.Streams.Replicas = 3
+	}
+	if c.Ingest.Replicas == 0 {
+		c.Ingest.Replicas = 3
+	}
 	return c
 }
 
@@ -184,12 +235,25 @@ func (c Config) Validate() error {
 			return fmt.Errorf("broker: config org_units: %w", err)
 		}
 	}
+	if c.Cluster.Enabled() {
+		if _, _, err := net.SplitHostPort(c.Cluster.Listen); err != nil {
+			return fmt.Errorf("broker: config cluster.listen %q: %w", c.Cluster.Listen, err)
+		}
+		if c.ServerName == "fieldsync" {
+			return fmt.Errorf("broker: config server_name: every node of a cluster needs its own name")
+		}
+	}
 	return nil
 }
 
 // AuthDir is where the operator and account keys and the registry of
 // issued users are kept (see package natsauth).
-func (c Config) AuthDir() string { return filepath.Join(c.DataDir, "auth") }
+func (c Config) AuthDir() string {
+	if c.AuthPath != "" {
+		return c.AuthPath
+	}
+	return filepath.Join(c.DataDir, "auth")
+}
 
 // AllowedHosts returns [Config.HTTPAllowedHosts], or by default the host
 // of HTTPAddr (unless it is a wildcard address such as 0.0.0.0, which

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -53,6 +54,20 @@ type Config struct {
 	// TLS, when set, serves TLS on the client listener. In-process
 	// connections ([Server.Connect]) never need it.
 	TLS *TLS
+	// Cluster, when set, makes this server one node of a JetStream
+	// cluster (Name must then be unique in it).
+	Cluster *Cluster
+}
+
+// Cluster is this node's part of a JetStream cluster: the cluster's name,
+// where this node listens for routes, and the routes to the other nodes
+// (nats-route://host:port; listing this node too is harmless). Every node
+// of a cluster must trust the same operator and accounts.
+type Cluster struct {
+	Name   string
+	Host   string
+	Port   int
+	Routes []string
 }
 
 // TLS is the client listener's certificate and whether plain connections
@@ -121,6 +136,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		MaxControlLine:     maxControlLine,
 		JetStreamLimits:    server.JSLimitOpts{DefaultMaxConsumers: cfg.DefaultMaxConsumers},
 	}
+	if cfg.Cluster != nil {
+		if err := clusterMode(opts, cfg); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.TLS != nil {
 		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile})
 		if err != nil {
@@ -166,6 +186,25 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("natsserver: not ready for connections within %s", wait)
 	}
 	return &Server{ns: ns}, nil
+}
+
+// clusterMode sets opts up as one node of cfg.Cluster.
+func clusterMode(opts *server.Options, cfg Config) error {
+	c := cfg.Cluster
+	if c.Name == "" || cfg.Name == "" {
+		return errors.New("natsserver: a cluster node needs a cluster name and a server name")
+	}
+	opts.Cluster = server.ClusterOpts{Name: c.Name, Host: c.Host, Port: c.Port}
+	if opts.Cluster.Port == 0 {
+		opts.Cluster.Port = 6222
+	}
+	if len(c.Routes) > 0 {
+		opts.Routes = server.RoutesFromStr(strings.Join(c.Routes, ","))
+		if len(opts.Routes) != len(c.Routes) {
+			return fmt.Errorf("natsserver: cluster routes %v: want nats-route://host:port each", c.Routes)
+		}
+	}
+	return nil
 }
 
 // operatorMode sets opts up for decentralized auth with a memory resolver
