@@ -235,31 +235,15 @@ func (a *Agent) documentSpace(files map[docKey]store.DocFile) DocumentSpace {
 	return s
 }
 
-// documentSummary is the status' documents part, read from the device's
-// rows only (not the records), so a status read stays cheap.
+// documentSummary is the status' documents part: one aggregate over the
+// device's rows (not the records), so a status read stays cheap.
 func (a *Agent) documentSummary(ctx context.Context) (*DocumentSummary, error) {
-	rows, err := a.db.DocFiles(ctx)
+	c, err := a.db.DocSummary(ctx)
 	if err != nil {
 		return nil, err
 	}
-	s := &DocumentSummary{Active: a.docProgress.Load()}
-	for _, f := range rows {
-		switch {
-		case f.State == store.DocFailed:
-			s.Failed++
-		case f.State == store.DocQueued && f.HasFile():
-			s.UpdatePending++
-		case f.State == store.DocQueued:
-			s.Downloading++
-		case f.HasFile():
-			s.Downloaded++
-		}
-		if f.HasFile() {
-			s.UsedBytes += f.Size
-		}
-		s.UsedBytes += f.PartBytes
-	}
-	return s, nil
+	return &DocumentSummary{Downloaded: c.Downloaded, Downloading: c.Downloading, UpdatePending: c.UpdatePending,
+		Failed: c.Failed, UsedBytes: c.Bytes, Active: a.docProgress.Load()}, nil
 }
 
 // findDocument returns the live document id of unit ("" : whichever unit

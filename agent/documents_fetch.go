@@ -89,21 +89,14 @@ func (a *Agent) fetchQueued(ctx context.Context, client *natsjs.Client) (time.Du
 		if !client.Connected() {
 			return 0, nil // the connection coming up kicks
 		}
-		rows, err := a.db.DocFiles(ctx)
+		f, err := a.db.NextQueued(ctx)
+		if errors.Is(err, store.ErrNotFound) {
+			return 0, nil
+		}
 		if err != nil {
 			return 0, err
 		}
-		next := -1
-		for i, f := range rows {
-			if f.State == store.DocQueued {
-				next = i
-				break
-			}
-		}
-		if next < 0 {
-			return 0, nil
-		}
-		if err := a.fetch(ctx, client, rows[next]); err != nil {
+		if err := a.fetch(ctx, client, f); err != nil {
 			return 0, err
 		}
 	}
@@ -202,6 +195,8 @@ type partWriter struct {
 	bytes   int64
 	chunks  int64
 	lastRec int64 // bytes at the last durable progress record
+	// notified is when the status stream last heard of the progress.
+	notified time.Time
 }
 
 // openPart opens f's part file and readies it to continue after what the
@@ -217,7 +212,7 @@ func openPart(path string, f *store.DocFile) (*partWriter, error) {
 	if err == nil && st.Size() < f.PartBytes {
 		f.PartBytes, f.PartSeq, f.PartChunks = 0, 0, 0
 	}
-	w := &partWriter{file: file, sum: sha256.New(), bytes: f.PartBytes, chunks: f.PartChunks, lastRec: f.PartBytes}
+	w := &partWriter{file: file, sum: sha256.New(), bytes: f.PartBytes, chunks: f.PartChunks, lastRec: f.PartBytes, notified: time.Now()}
 	if err == nil {
 		err = file.Truncate(f.PartBytes)
 	}
@@ -247,6 +242,10 @@ func (a *Agent) writeChunk(ctx context.Context, w *partWriter, f *store.DocFile,
 	w.bytes += int64(len(data))
 	w.chunks++
 	a.docProgress.Store(&DocumentProgress{OrgUnit: f.OrgUnit, ID: f.RecordID, BytesDone: w.bytes, BytesTotal: f.Want.Size})
+	if time.Since(w.notified) >= time.Second { // progress on the status stream, about once a second
+		w.notified = time.Now()
+		a.statusChanged()
+	}
 	if w.bytes-w.lastRec < docCheckpoint && w.bytes < f.Want.Size {
 		return nil
 	}

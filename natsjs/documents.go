@@ -171,18 +171,19 @@ func (c *Client) ReadContent(ctx context.Context, r ContentRead, fn func(data []
 		defer cancel()
 		_ = c.js.DeleteConsumer(dctx, stream, name)
 	}()
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("natsjs: content consumer: %w", err)
-	}
-	if int64(info.NumPending) < left {
-		return fmt.Errorf("%w: %s/%s has %d of its %d chunks left", ErrContentGone, r.Unit, r.Content.Object, info.NumPending, left)
+	// The create answer says how many chunks the consumer has: fewer than
+	// the record names means the object is gone.
+	if pending := int64(cons.CachedInfo().NumPending); pending < left {
+		return fmt.Errorf("%w: %s/%s has %d of its %d chunks left", ErrContentGone, r.Unit, r.Content.Object, pending, left)
 	}
 	maxBytes := r.MaxBytes
 	if maxBytes <= 0 {
 		maxBytes = 8 << 20
 	}
-	it, err := cons.Messages(jetstream.PullMaxBytes(maxBytes), jetstream.PullExpiry(readIdle))
+	// A count bound as well as the byte bound: with bytes alone the client
+	// sizes its buffer for a million messages, for every download.
+	inFlight := int(min(left, int64(max(maxBytes/(128<<10), 1))))
+	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(inFlight, maxBytes), jetstream.PullExpiry(readIdle))
 	if err != nil {
 		return fmt.Errorf("natsjs: content read: %w", err)
 	}
@@ -221,20 +222,20 @@ func (c *Client) contentConsumer(ctx context.Context, r ContentRead) (jetstream.
 	if err != nil {
 		return nil, "", "", err
 	}
-	// A consumer left by an interrupted download has another start: the
-	// server cannot move it, so it goes.
-	if err := c.js.DeleteConsumer(ctx, stream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			return nil, "", "", fmt.Errorf("%w: %q (no document bucket)", ErrUnknownUnit, r.Unit)
-		}
-		return nil, "", "", fmt.Errorf("natsjs: content consumer: %w", err)
-	}
 	cfg := jetstream.ConsumerConfig{Name: name, FilterSubject: subj, AckPolicy: jetstream.AckNonePolicy,
 		DeliverPolicy: jetstream.DeliverAllPolicy, MemoryStorage: true, Replicas: 1, InactiveThreshold: time.Minute}
 	if r.AfterSeq > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, r.AfterSeq+1
 	}
 	cons, err := c.js.CreateConsumer(ctx, stream, cfg)
+	// A consumer an interrupted download left behind: with another start
+	// the create fails, with the same one it answers the old consumer,
+	// which has delivered chunks already. Either way it goes.
+	if errors.Is(err, jetstream.ErrConsumerExists) || (err == nil && cons.CachedInfo().Delivered.Consumer > 0) {
+		if err = c.js.DeleteConsumer(ctx, stream, name); err == nil || errors.Is(err, jetstream.ErrConsumerNotFound) {
+			cons, err = c.js.CreateConsumer(ctx, stream, cfg)
+		}
+	}
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, "", "", fmt.Errorf("%w: %q (no document bucket)", ErrUnknownUnit, r.Unit)
 	}

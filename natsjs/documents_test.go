@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/internal/fstest"
 	"github.com/fieldsync/fieldsync/natsjs"
 )
@@ -56,12 +59,41 @@ func TestClient_ReadContent(t *testing.T) {
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("read %d bytes (want %d identical), err %v", len(got), len(data), err)
 	}
-	// Resume after the second chunk: only the rest comes.
+	// Resume after the second chunk, with the consumer an interrupted
+	// download left behind (another start): only the rest comes.
+	stream, _ := events.DocumentStream("north")
+	chunks, _ := events.DocumentChunkSubject("north", c.NUID)
+	if _, err := mustJS(t, b).CreateConsumer(ctx, stream, jetstream.ConsumerConfig{Name: "fsdoc_dev1", FilterSubject: chunks,
+		AckPolicy: jetstream.AckNonePolicy, MemoryStorage: true}); err != nil {
+		t.Fatal(err)
+	}
 	var rest []byte
 	err = dev.ReadContent(ctx, natsjs.ContentRead{Device: "dev1", Unit: "north", Content: c, AfterSeq: seqs[1], Done: 2},
 		func(d []byte, _ uint64) error { rest = append(rest, d...); return nil })
 	if err != nil || !bytes.Equal(rest, data[2*128<<10:]) {
 		t.Fatalf("resumed read %d bytes (want %d), err %v", len(rest), len(data)-2*128<<10, err)
+	}
+	// A consumer left with the same start, which delivered chunks already
+	// (a download killed before its first progress record): a new read
+	// still gets every chunk.
+	left, err := mustJS(t, b).CreateConsumer(ctx, stream, jetstream.ConsumerConfig{Name: "fsdoc_dev1", FilterSubject: chunks,
+		AckPolicy: jetstream.AckNonePolicy, DeliverPolicy: jetstream.DeliverAllPolicy, MemoryStorage: true, Replicas: 1, InactiveThreshold: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := left.Fetch(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range batch.Messages() { // delivered: the consumer moved past them
+	}
+	var again []byte
+	err = dev.ReadContent(ctx, natsjs.ContentRead{Device: "dev1", Unit: "north", Content: c}, func(d []byte, _ uint64) error {
+		again = append(again, d...)
+		return nil
+	})
+	if err != nil || !bytes.Equal(again, data) {
+		t.Fatalf("read after a used consumer was left: %d bytes (want %d), err %v", len(again), len(data), err)
 	}
 	// The same object in a unit the device does not carry: denied.
 	sc, err := pub.PutContent(ctx, "south", "d1", "", bytes.NewReader(data))

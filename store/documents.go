@@ -96,6 +96,42 @@ func (db *DB) DocFiles(ctx context.Context) ([]DocFile, error) {
 	return out, rows.Err()
 }
 
+// NextQueued returns the oldest queued document request, or [ErrNotFound]
+// when none waits.
+func (db *DB) NextQueued(ctx context.Context) (DocFile, error) {
+	f, err := scanDocFile(db.reader.QueryRowContext(ctx, `SELECT `+docColumns+` FROM doc_files WHERE state = ?
+		ORDER BY requested_at, org_unit, record_id LIMIT 1`, DocQueued))
+	if errors.Is(err, sql.ErrNoRows) {
+		return DocFile{}, ErrNotFound
+	}
+	if err != nil {
+		return DocFile{}, fmt.Errorf("store: next document: %w", err)
+	}
+	return f, nil
+}
+
+// DocCounts sums up the document rows: files on disk and current
+// (Downloaded), queued without a file (Downloading) and with one (Update
+// pending), failed, and the bytes of files and part files.
+type DocCounts struct {
+	Downloaded, Downloading, UpdatePending, Failed int
+	Bytes                                          int64
+}
+
+// DocSummary returns the [DocCounts] in one query.
+func (db *DB) DocSummary(ctx context.Context) (DocCounts, error) {
+	var c DocCounts
+	err := db.reader.QueryRowContext(ctx, `SELECT
+		coalesce(sum(state = ? AND path != ''), 0), coalesce(sum(state = ? AND path = ''), 0),
+		coalesce(sum(state = ? AND path != ''), 0), coalesce(sum(state = ?), 0),
+		coalesce(sum(CASE WHEN path != '' THEN size ELSE 0 END + part_bytes), 0) FROM doc_files`,
+		DocIdle, DocQueued, DocQueued, DocFailed).Scan(&c.Downloaded, &c.Downloading, &c.UpdatePending, &c.Failed, &c.Bytes)
+	if err != nil {
+		return c, fmt.Errorf("store: document summary: %w", err)
+	}
+	return c, nil
+}
+
 // DocFile returns one document's row, or [ErrNotFound].
 func (db *DB) DocFile(ctx context.Context, unit, recordID string) (DocFile, error) {
 	f, err := scanDocFile(db.reader.QueryRowContext(ctx, `SELECT `+docColumns+` FROM doc_files WHERE org_unit = ? AND record_id = ?`, unit, recordID))

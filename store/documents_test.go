@@ -47,6 +47,21 @@ func TestDB_WantDocument(t *testing.T) {
 	if f.Path != "d1.a" || f.Version != 5 || f.Want.Object != v2.Object || f.PartBytes != 0 {
 		t.Fatalf("update pending: %+v (the v1 file must stay named until v2 is done)", f)
 	}
+	if _, err := db.WantDocument(ctx, "north", "d2", 3, content("d2/a", 7), now); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DocProgress(ctx, "north", "d2", "d2/a", 2, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := db.DocSummary(ctx); err != nil || c != (store.DocCounts{UpdatePending: 1, Downloading: 1, Bytes: 10 + 2}) {
+		t.Fatalf("summary %+v, %v: want d1 update pending (10 bytes on disk), d2 downloading (2 bytes)", c, err)
+	}
+	if n, err := db.NextQueued(ctx); err != nil || n.RecordID != "d1" {
+		t.Fatalf("next queued %+v, %v: want the older request, d1", n, err)
+	}
+	if _, err := db.DropDocument(ctx, "north", "d2"); err != nil {
+		t.Fatal(err)
+	}
 	if err := db.DocProgress(ctx, "north", "d1", v1.Object, 1, 1, 1); !errors.Is(err, store.ErrStaleDownload) {
 		t.Fatalf("progress of a download no longer wanted: %v", err)
 	}
