@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/fieldsync/fieldsync/events"
@@ -21,8 +22,15 @@ type Config struct {
 	User string `yaml:"user"`
 	// OrgUnits are the units whose data the device carries.
 	OrgUnits []string `yaml:"org_units"`
-	// BrokerURL is the NATS URL of the server side (default nats://127.0.0.1:4222).
+	// BrokerURL is the NATS URL of the server side (default
+	// nats://127.0.0.1:4222); a comma-separated list names several nodes of
+	// a cluster.
 	BrokerURL string `yaml:"broker_url"`
+	// BrokerURLs, if set, are the nodes of a broker cluster (it replaces
+	// BrokerURL): the agent connects to one of them, learns the others the
+	// cluster announces, and when its node is lost continues on another
+	// from its local checkpoints.
+	BrokerURLs []string `yaml:"broker_urls"`
 	// Credentials is the device's NATS credentials file, as written by
 	// `broker-embed device add --out FILE` (user JWT and nkey seed; keep it
 	// readable by the agent's user only). [LoadConfig] takes a relative
@@ -139,6 +147,9 @@ func LoadConfig(path string) (Config, error) {
 
 // WithDefaults returns c with every unset key at its default.
 func (c Config) WithDefaults() Config {
+	if len(c.BrokerURLs) > 0 {
+		c.BrokerURL = strings.Join(c.BrokerURLs, ",")
+	}
 	if c.BrokerURL == "" {
 		c.BrokerURL = "nats://127.0.0.1:4222"
 	}

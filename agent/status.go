@@ -40,8 +40,10 @@ type Status struct {
 	State    string   `json:"state"`
 	// OnlineOnly is true until a full sync has completed: local data is not
 	// complete and the app must not work offline on it.
-	OnlineOnly        bool       `json:"online_only"`
-	Connected         bool       `json:"connected"`
+	OnlineOnly bool `json:"online_only"`
+	Connected  bool `json:"connected"`
+	// Broker is the broker node the agent is connected to.
+	Broker            string     `json:"broker,omitempty"`
 	Scope             Scope      `json:"scope,omitempty"`
 	LastSyncStarted   *time.Time `json:"last_sync_started,omitempty"`
 	LastSyncCompleted *time.Time `json:"last_sync_completed,omitempty"`
@@ -162,6 +164,9 @@ func (a *Agent) runtimeStatus() Status {
 	st := Status{DeviceID: a.cfg.DeviceID, User: a.User(), OrgUnits: a.OrgUnits(), ProtocolVersion: events.SchemaVersion,
 		Progress: []ChannelProgress{}, Scope: a.running}
 	st.Connected = a.client != nil && a.client.Connected()
+	if st.Connected {
+		st.Broker = a.client.ConnectedURL()
+	}
 	var tlsErr string
 	if a.client != nil {
 		st.AuthError = a.client.AuthError()

@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -21,10 +23,35 @@ type fetched struct {
 	bulk     bool // part of the initial snapshot of a bulk-mode table
 }
 
-// syncUnit reads one (unit, channel) until caught up. Reading and decoding
-// run in one goroutine, applying in another, so the network and SQLite
-// overlap; at most a few batches are in flight, which bounds memory.
+// reopenLimit bounds how often one (unit, channel) sync reopens its
+// cursor after changes were lost in flight.
+const reopenLimit = 5
+
+// syncUnit reads one (unit, channel) until caught up. When changes were
+// lost in flight (the connection dropped, the broker node was lost and
+// the client moved to another) it reopens the cursor from the local
+// checkpoint, which every applied batch moved, and goes on: the sync
+// continues on another node with nothing skipped.
 func (s *Syncer) syncUnit(ctx context.Context, unit string, ch events.Channel, bulk *bool, r *Report) error {
+	for attempt := 1; ; attempt++ {
+		err := s.syncUnitOnce(ctx, unit, ch, bulk, r)
+		if !errors.Is(err, natsjs.ErrDeliveryGap) || attempt == reopenLimit || ctx.Err() != nil {
+			return err
+		}
+		s.log.Info("changes lost in flight; reading again from the checkpoint", "unit", unitName(unit), "channel", ch, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+		}
+	}
+}
+
+// syncUnitOnce reads one (unit, channel) through one cursor. Reading and
+// decoding run in one goroutine, applying in another, so the network and
+// SQLite overlap; at most a few batches are in flight, which bounds
+// memory.
+func (s *Syncer) syncUnitOnce(ctx context.Context, unit string, ch events.Channel, bulk *bool, r *Report) error {
 	cp, err := s.db.Checkpoint(ctx, unit, ch)
 	if s.staging.Load() {
 		cp, err = s.db.StagingCheckpoint(ctx, unit, ch)

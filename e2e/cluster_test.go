@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/fieldsync/fieldsync/internal/fstest"
 	"github.com/fieldsync/fieldsync/natsauth"
 	"github.com/fieldsync/fieldsync/natsjs"
+	"github.com/fieldsync/fieldsync/store"
 )
 
 // testCluster is three broker nodes on loopback sharing one authority, as
@@ -190,31 +192,179 @@ func TestCluster_IngestOnce(t *testing.T) {
 }
 
 // clusterChanges reads every change of unit's stream (all of its
-// history), message by message.
+// history), in order.
 func clusterChanges(t *testing.T, c *natsjs.Client, unit string) []*events.Envelope {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	bySeq := clusterChangesBySeq(t, c, unit)
+	seqs := make([]uint64, 0, len(bySeq))
+	for s := range bySeq {
+		seqs = append(seqs, s)
+	}
+	slices.Sort(seqs)
+	out := make([]*events.Envelope, 0, len(seqs))
+	for _, s := range seqs {
+		out = append(out, bySeq[s])
+	}
+	return out
+}
+
+// clusterChangesBySeq reads unit's whole stream through an ordered
+// consumer, retrying the read while a new stream's leader settles.
+func clusterChangesBySeq(t *testing.T, c *natsjs.Client, unit string) map[uint64]*events.Envelope {
+	t.Helper()
+	name, _ := events.OrgStream(unit)
+	out := map[uint64]*events.Envelope{}
+	var err error
+	fstest.Eventually(t, 90*time.Second, func() bool {
+		clear(out)
+		err = readStream(c, name, func(seq uint64, data []byte) error {
+			e, err := events.Decode(data)
+			out[seq] = e
+			return err
+		})
+		return err == nil
+	}, "read stream %s (last error %v)", name, &err)
+	return out
+}
+
+func readStream(c *natsjs.Client, name string, fn func(seq uint64, data []byte) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	js, err := jetstream.New(c.Conn())
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	name, _ := events.OrgStream(unit)
-	s, err := js.Stream(ctx, name)
+	cons, err := js.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{})
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	var out []*events.Envelope
-	for seq := s.CachedInfo().State.FirstSeq; seq <= s.CachedInfo().State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return err
+	}
+	for left := info.NumPending; left > 0; {
+		batch, err := cons.Fetch(int(min(left, 1000)), jetstream.FetchMaxWait(10*time.Second))
 		if err != nil {
-			t.Fatalf("message %d of %s: %v", seq, name, err)
+			return err
 		}
-		e, err := events.Decode(m.Data)
+		n := 0
+		for m := range batch.Messages() {
+			md, err := m.Metadata()
+			if err != nil {
+				return err
+			}
+			if err := fn(md.Sequence.Stream, m.Data()); err != nil {
+				return err
+			}
+			n++
+		}
+		if err := batch.Error(); err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("stream %s: nothing fetched with %d left", name, left)
+		}
+		left -= uint64(n)
+	}
+	return nil
+}
+
+// TestCluster_SyncSurvivesNodeLoss: a device syncing 100,000 records from
+// a three-node cluster loses the node it is connected to halfway; it
+// continues on another node from its local checkpoint, with no action,
+// and ends with exactly the server's state.
+func TestCluster_SyncSurvivesNodeLoss(t *testing.T) {
+	const records = 100_000
+	c := startCluster(t, 3, "north")
+	publishRecords(t, c.nodes[0].Client(), "north", records)
+	cfg := c.deviceConfig(t, "tab-move", c.urls(), "north")
+	cfg.BatchSize = 2000
+	a := runClusterAgent(t, cfg)
+	var st agent.Status
+	fstest.Eventually(t, 120*time.Second, func() bool {
+		st, _ = a.Status(context.Background())
+		for _, p := range st.Progress {
+			if p.Channel == events.ChannelEvents && p.Received >= records/2 {
+				return st.Connected
+			}
+		}
+		return false
+	}, "half of the records received (last status %+v)", &st)
+	killed := -1
+	for i, b := range c.nodes {
+		if b.ClientURL() == st.Broker {
+			killed = i
+		}
+	}
+	if killed < 0 {
+		t.Fatalf("agent connected to %q, not one of the nodes %s", st.Broker, c.urls())
+	}
+	c.stop(t, killed)
+	fstest.Eventually(t, 180*time.Second, func() bool {
+		st, _ = a.Status(context.Background())
+		return !st.OnlineOnly && st.State == agent.StateUpToDate
+	}, "the sync completed on another node (last status %+v)", &st)
+	if st.Broker == c.nodes[killed].ClientURL() {
+		t.Fatalf("still connected to the stopped node %s", st.Broker)
+	}
+	other := c.nodes[(killed+1)%3].Client()
+	requireDeviceEqualsServer(t, a, other, "north", records)
+}
+
+// publishRecords publishes n events records to unit, one version each.
+func publishRecords(t *testing.T, c *natsjs.Client, unit string, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	i := 0
+	body := fstest.Body(t, map[string]any{"title": "inspection", "status": "open"})
+	got, err := c.Publisher().PublishAll(ctx, func() (*events.Envelope, bool) {
+		if i == n {
+			return nil, false
+		}
+		i++
+		return &events.Envelope{EventID: fmt.Sprintf("pub-%d", i), OrgUnit: unit, Channel: events.ChannelEvents, Kind: "event",
+			RecordID: fmt.Sprintf("ev-%06d", i), Op: events.OpUpsert, Body: body, SchemaVersion: events.SchemaVersion,
+			Timestamp: time.Now().UTC()}, true
+	}, 500)
+	if err != nil || got != n {
+		t.Fatalf("published %d of %d: %v", got, n, err)
+	}
+}
+
+// requireDeviceEqualsServer checks the device holds exactly the n records
+// of unit's events channel at the versions the server has: the count,
+// the checkpoint at the stream's last sequence, and every record's
+// version against the stream (read back in one pass).
+func requireDeviceEqualsServer(t *testing.T, a *agent.Agent, c *natsjs.Client, unit string, n int) {
+	t.Helper()
+	ctx := context.Background()
+	server := map[string]uint64{}
+	for seq, e := range clusterChangesBySeq(t, c, unit) {
+		server[e.RecordID] = seq
+	}
+	device := map[string]uint64{}
+	var after *store.Key
+	for {
+		recs, err := a.DB().Records(ctx, store.Query{Channel: events.ChannelEvents, Unit: unit, After: after, Limit: 10000})
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, e)
+		for _, r := range recs {
+			device[r.RecordID] = r.Version
+		}
+		if len(recs) < 10000 {
+			break
+		}
+		l := recs[len(recs)-1]
+		after = &store.Key{OrgUnit: l.OrgUnit, Kind: l.Kind, RecordID: l.RecordID}
 	}
-	return out
+	if len(device) != n || len(server) != n {
+		t.Fatalf("device holds %d records, server %d, want %d", len(device), len(server), n)
+	}
+	for id, v := range server {
+		if device[id] != v {
+			t.Fatalf("record %s: device version %d, server %d", id, device[id], v)
+		}
+	}
 }

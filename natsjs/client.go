@@ -125,6 +125,10 @@ func NewClient(nc *nats.Conn) (*Client, error) {
 	return &Client{nc: nc, js: js, auth: &authState{}}, nil
 }
 
+// ConnectedURL is the server the client is connected to ("" while it is
+// not), credentials removed.
+func (c *Client) ConnectedURL() string { return c.nc.ConnectedUrlRedacted() }
+
 // Conn is the underlying connection.
 func (c *Client) Conn() *nats.Conn { return c.nc }
 

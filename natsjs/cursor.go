@@ -123,6 +123,9 @@ type Cursor struct {
 	// cursor opened: the cursor is caught up only once it has delivered
 	// that far, whatever the consumer's pending count says.
 	last uint64
+	// delivered is the consumer sequence of the last message read: the
+	// next must follow it, or some were lost in flight.
+	delivered uint64
 	// Recreated reports whether the durable was (re)created for this cursor
 	// rather than resumed.
 	Recreated bool
@@ -150,6 +153,7 @@ func openCursor(ctx context.Context, js jetstream.JetStream, spec CursorSpec) (*
 	}
 	info := c.cons.CachedInfo()
 	c.pending, c.caughtUp = info.NumPending, c.last <= spec.After
+	c.delivered = info.Delivered.Consumer
 	if c.pending == 0 && !c.caughtUp {
 		c.pending = 1 // the broker has not counted it yet
 	}
@@ -340,6 +344,10 @@ func (c *Cursor) Next(ctx context.Context, max int) ([]Delivery, error) {
 		if err != nil {
 			return out, fmt.Errorf("natsjs: message metadata: %w", err)
 		}
+		if md.Sequence.Consumer != c.delivered+1 {
+			return out, fmt.Errorf("%w: %s: delivery %d after %d", ErrDeliveryGap, c.spec.Durable, md.Sequence.Consumer, c.delivered)
+		}
+		c.delivered = md.Sequence.Consumer
 		c.caughtUp = md.NumPending == 0 && md.Sequence.Stream >= c.last
 		if md.Sequence.Stream <= c.spec.After {
 			continue // already applied before the durable was re-created

@@ -15,6 +15,11 @@ var (
 	ErrCheckpointTooOld = errors.New("natsjs: checkpoint older than the stream's first message")
 	// ErrStalled: changes were pending but none arrived within the stall timeout.
 	ErrStalled = errors.New("natsjs: no progress while changes are pending")
+	// ErrDeliveryGap: the broker delivered messages the cursor never got
+	// (in flight when the connection dropped, or a node was lost). Devices
+	// do not ack, so the broker does not send them again: reopen the cursor
+	// from the checkpoint.
+	ErrDeliveryGap = errors.New("natsjs: changes lost in flight")
 	// ErrUnknownUnit: the org unit has no stream on the broker.
 	ErrUnknownUnit = errors.New("natsjs: org unit has no stream")
 	// ErrUploadNotAcked: the broker did not acknowledge an upload in time;
