@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -159,8 +160,12 @@ func (a *Agent) download(ctx context.Context, client *natsjs.Client, f store.Doc
 	defer w.file.Close()
 	a.docProgress.Store(&DocumentProgress{OrgUnit: f.OrgUnit, ID: f.RecordID, BytesDone: w.bytes, BytesTotal: f.Want.Size})
 	a.statusChanged()
+	w.startCheckpoints(ctx, a, f)
 	err = client.ReadContent(ctx, natsjs.ContentRead{Device: a.cfg.DeviceID, Unit: f.OrgUnit, Content: f.Want,
-		AfterSeq: f.PartSeq, Done: f.PartChunks}, func(data []byte, seq uint64) error { return a.writeChunk(ctx, w, &f, data, seq) })
+		AfterSeq: f.PartSeq, Done: f.PartChunks}, func(data []byte, seq uint64) error { return a.writeChunk(w, &f, data, seq) })
+	if cerr := w.stopCheckpoints(); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		return err
 	}
@@ -194,9 +199,58 @@ type partWriter struct {
 	sum     hash.Hash
 	bytes   int64
 	chunks  int64
-	lastRec int64 // bytes at the last durable progress record
+	lastRec int64 // bytes at the last progress record handed to the checkpointer
 	// notified is when the status stream last heard of the progress.
 	notified time.Time
+	// marks feeds the checkpointer, which syncs the file and records
+	// progress off the download's path; failed holds its first error.
+	marks  chan checkpoint
+	done   chan struct{}
+	failed atomic.Pointer[error]
+}
+
+// checkpoint is a progress record to make durable: the part file holds
+// bytes in chunks, the last at stream sequence seq.
+type checkpoint struct {
+	bytes, chunks int64
+	seq           uint64
+}
+
+// startCheckpoints runs the checkpointer: for each mark it syncs the part
+// file (everything written so far, the mark's bytes included) and then
+// records the mark, so a recorded length is always on disk. It runs beside
+// the download: an fsync does not stop the transfer.
+func (w *partWriter) startCheckpoints(ctx context.Context, a *Agent, f store.DocFile) {
+	w.marks, w.done = make(chan checkpoint, 1), make(chan struct{})
+	go func() {
+		defer close(w.done)
+		for cp := range w.marks {
+			if w.failed.Load() != nil {
+				continue
+			}
+			err := w.file.Sync()
+			if err == nil {
+				err = a.db.DocProgress(ctx, f.OrgUnit, f.RecordID, f.Want.Object, cp.bytes, cp.seq, cp.chunks)
+			}
+			if err != nil {
+				w.failed.Store(&err)
+				continue
+			}
+			if a.onDocProgress != nil {
+				a.onDocProgress(cp.bytes)
+			}
+		}
+	}()
+}
+
+// stopCheckpoints waits for the checkpointer and returns its error.
+func (w *partWriter) stopCheckpoints() error {
+	close(w.marks)
+	<-w.done
+	if err := w.failed.Load(); err != nil {
+		return *err
+	}
+	return nil
 }
 
 // openPart opens f's part file and readies it to continue after what the
@@ -229,9 +283,13 @@ func openPart(path string, f *store.DocFile) (*partWriter, error) {
 	return w, nil
 }
 
-// writeChunk appends one chunk and, every docCheckpoint bytes, syncs the
-// file and records how far it is.
-func (a *Agent) writeChunk(ctx context.Context, w *partWriter, f *store.DocFile, data []byte, seq uint64) error {
+// writeChunk appends one chunk and, every docCheckpoint bytes, hands a
+// progress record to the checkpointer (if it is still busy with the last
+// one, the next chunk tries again).
+func (a *Agent) writeChunk(w *partWriter, f *store.DocFile, data []byte, seq uint64) error {
+	if err := w.failed.Load(); err != nil {
+		return *err
+	}
 	if w.bytes+int64(len(data)) > f.Want.Size {
 		return fmt.Errorf("%w: more than the %d bytes the record names", errCorrupt, f.Want.Size)
 	}
@@ -246,19 +304,13 @@ func (a *Agent) writeChunk(ctx context.Context, w *partWriter, f *store.DocFile,
 		w.notified = time.Now()
 		a.statusChanged()
 	}
-	if w.bytes-w.lastRec < docCheckpoint && w.bytes < f.Want.Size {
-		return nil
+	if w.bytes-w.lastRec < docCheckpoint || w.bytes == f.Want.Size {
+		return nil // the last chunk is made durable by the verification
 	}
-	if err := w.file.Sync(); err != nil {
-		return err
-	}
-	w.lastRec = w.bytes
-	a.statusChanged()
-	if err := a.db.DocProgress(ctx, f.OrgUnit, f.RecordID, f.Want.Object, w.bytes, seq, w.chunks); err != nil {
-		return err
-	}
-	if a.onDocProgress != nil {
-		a.onDocProgress(w.bytes)
+	select {
+	case w.marks <- checkpoint{bytes: w.bytes, chunks: w.chunks, seq: seq}:
+		w.lastRec = w.bytes
+	default:
 	}
 	return nil
 }

@@ -144,11 +144,12 @@ type ContentRead struct {
 	// which Done chunks were read before (0, 0: from the first chunk).
 	AfterSeq uint64
 	Done     int64
-	// MaxBytes bounds the chunks in flight (default 8 MiB).
+	// MaxBytes bounds the chunks in flight (default 16 MiB).
 	MaxBytes int
 }
 
-// readIdle is how long a content read waits for the next chunk.
+// readIdle is how long a content read waits for the next chunk before it
+// fails (the caller retries, resuming after what it recorded).
 const readIdle = 30 * time.Second
 
 // ReadContent reads r's chunks in order, from the first one after
@@ -178,7 +179,7 @@ func (c *Client) ReadContent(ctx context.Context, r ContentRead, fn func(data []
 	}
 	maxBytes := r.MaxBytes
 	if maxBytes <= 0 {
-		maxBytes = 8 << 20
+		maxBytes = 16 << 20
 	}
 	// A count bound as well as the byte bound: with bytes alone the client
 	// sizes its buffer for a million messages, for every download.
@@ -190,8 +191,9 @@ func (c *Client) ReadContent(ctx context.Context, r ContentRead, fn func(data []
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
+	delivered := uint64(0)
 	for ; left > 0; left-- {
-		m, err := it.Next()
+		m, err := it.Next(jetstream.NextMaxWait(readIdle))
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -201,6 +203,11 @@ func (c *Client) ReadContent(ctx context.Context, r ContentRead, fn func(data []
 		md, err := m.Metadata()
 		if err != nil {
 			return fmt.Errorf("natsjs: content chunk: %w", err)
+		}
+		// No acks: a chunk lost in flight is not sent again. Stop, and let
+		// the caller resume after what it recorded.
+		if delivered++; md.Sequence.Consumer != delivered {
+			return fmt.Errorf("%w: chunk %d after %d", ErrDeliveryGap, md.Sequence.Consumer, delivered-1)
 		}
 		if err := fn(m.Data(), md.Sequence.Stream); err != nil {
 			return err
