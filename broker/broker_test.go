@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -316,4 +317,24 @@ func testLog() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	return quietLog()
+}
+
+// TestBroker_Open_ClusterNeedsKeys: a cluster node never creates the
+// operator itself (nodes starting together would each make one); without
+// the keys it says how to make them.
+func TestBroker_Open_ClusterNeedsKeys(t *testing.T) {
+	cfg := testConfig(t.TempDir(), "north")
+	cfg.ServerName = "n1"
+	cfg.Cluster = broker.ClusterConfig{Routes: []string{"nats-route://127.0.0.1:1"}, Listen: "127.0.0.1:0"}
+	_, err := broker.Open(ctxT(t), cfg, quietLog())
+	if err == nil || !strings.Contains(err.Error(), "broker-embed init") {
+		t.Fatalf("cluster node without keys: %v, want an error naming broker-embed init", err)
+	}
+	if _, serr := os.Stat(filepath.Join(cfg.DataDir, "auth", "operator.nk")); serr == nil {
+		t.Fatal("the node created an operator key")
+	}
+	cfg.ServerName = ""
+	if _, err := broker.Open(ctxT(t), cfg, quietLog()); err == nil || !strings.Contains(err.Error(), "server_name") {
+		t.Fatalf("cluster node without a name: %v", err)
+	}
 }

@@ -3,7 +3,6 @@ package publish
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -355,22 +354,12 @@ func mediaType(t string) string {
 // unit's bucket ([Client.PublishDocument]); a refused request's object is
 // deleted.
 func (s *Service) ServeDocuments(nc *nats.Conn) (*nats.Subscription, error) {
-	return nc.QueueSubscribe(DocumentSubject, "fieldsync-publish", func(m *nats.Msg) {
+	return s.serve(nc, DocumentSubject, 30*time.Second, func(ctx context.Context, data []byte) Response {
 		var r DocumentRequest
-		var resp Response
-		if len(m.Data) > MaxRequestSize {
-			resp = Response{Error: &Error{Code: CodeTooLarge, Message: fmt.Sprintf("request is %d bytes, limit %d", len(m.Data), MaxRequestSize)}}
-		} else if err := decodeDocumentRequest(bytes.NewReader(m.Data), &r); err != nil {
-			resp = Response{Error: invalid(err)}
-		} else {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			resp = s.PublishDocument(ctx, r, nil)
-			cancel()
+		if err := decodeDocumentRequest(bytes.NewReader(data), &r); err != nil {
+			return Response{Error: invalid(err)}
 		}
-		b, _ := json.Marshal(resp)
-		if err := m.Respond(b); err != nil {
-			s.log.Warn("document publish reply", "err", err)
-		}
+		return s.PublishDocument(ctx, r, nil)
 	})
 }
 

@@ -143,21 +143,31 @@ func invalid(err error) *Error {
 // until the returned subscription is drained. A request is exactly one
 // JSON [Request] of at most [MaxRequestSize] bytes.
 func (s *Service) Serve(nc *nats.Conn) (*nats.Subscription, error) {
-	return nc.QueueSubscribe(Subject, "fieldsync-publish", func(m *nats.Msg) {
+	return s.serve(nc, Subject, 10*time.Second, func(ctx context.Context, data []byte) Response {
 		var r Request
+		if err := decodeRequest(bytes.NewReader(data), &r); err != nil {
+			return Response{Error: invalid(err)}
+		}
+		return s.Publish(ctx, r)
+	})
+}
+
+// serve answers JSON requests on subject in the publish queue group: one
+// of at most [MaxRequestSize] bytes, handled within timeout, answered
+// with the JSON of its [Response].
+func (s *Service) serve(nc *nats.Conn, subject string, timeout time.Duration, handle func(context.Context, []byte) Response) (*nats.Subscription, error) {
+	return nc.QueueSubscribe(subject, "fieldsync-publish", func(m *nats.Msg) {
 		var resp Response
 		if len(m.Data) > MaxRequestSize {
 			resp = Response{Error: &Error{Code: CodeTooLarge, Message: fmt.Sprintf("request is %d bytes, limit %d", len(m.Data), MaxRequestSize)}}
-		} else if err := decodeRequest(bytes.NewReader(m.Data), &r); err != nil {
-			resp = Response{Error: invalid(err)}
 		} else {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			resp = s.Publish(ctx, r)
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			resp = handle(ctx, m.Data)
 			cancel()
 		}
 		b, _ := json.Marshal(resp)
 		if err := m.Respond(b); err != nil {
-			s.log.Warn("publish reply", "err", err)
+			s.log.Warn("publish API reply", "subject", subject, "err", err)
 		}
 	})
 }
