@@ -63,13 +63,22 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	if err != nil {
 		return fmt.Errorf("agent API not reachable at %s: %w", c.BaseURL, err)
 	}
-	defer resp.Body.Close()
+	defer drainClose(resp.Body)
 	if resp.StatusCode >= 300 {
 		var eb ErrorBody
 		json.NewDecoder(resp.Body).Decode(&eb)
 		return &APIError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// drainClose reads what is left of a response body (the newline after a
+// JSON value, at most 64 KiB) before closing it, so the connection goes
+// back to the pool instead of being closed: a decoder stops at the end of
+// the value, and an unread body costs a new TCP connection per request.
+func drainClose(body io.ReadCloser) {
+	io.Copy(io.Discard, io.LimitReader(body, 64<<10))
+	body.Close()
 }
 
 // Status returns the agent's status.

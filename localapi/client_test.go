@@ -3,8 +3,11 @@ package localapi_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/fieldsync/fieldsync/agent"
@@ -132,5 +135,39 @@ func TestClient_Unreachable(t *testing.T) {
 	c := localapi.NewClient("127.0.0.1:1", "t")
 	if _, err := c.Status(context.Background()); err == nil {
 		t.Fatal("no error from an unreachable API")
+	}
+}
+
+// TestClient_ReusesConnections checks that a client's calls to a running
+// agent share one keep-alive connection: a response body left unread after
+// its JSON value (the encoder's newline) makes net/http close the
+// connection, one new TCP connection per call.
+func TestClient_ReusesConnections(t *testing.T) {
+	e := startEnv(t)
+	var dials atomic.Int32
+	d := &net.Dialer{}
+	c := localapi.NewClient(e.base, e.token)
+	c.HTTP = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return d.DialContext(ctx, network, addr)
+	}}}
+	ctx := ctxT(t)
+	for i := 0; i < 10; i++ {
+		if _, err := c.Status(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Records(ctx, store.Query{Channel: events.ChannelEvents, Unit: store.AnyUnit}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(ctx, agent.WriteRequest{OrgUnit: "south", Channel: "events", Kind: "finding",
+			RecordID: fmt.Sprintf("reuse-%d", i), Body: map[string]any{"a": i}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Resolve(ctx, "no-such-conflict", "discard"); err == nil {
+			t.Fatal("resolving an unknown conflict succeeded")
+		}
+	}
+	if n := dials.Load(); n != 1 {
+		t.Fatalf("40 calls opened %d connections, want 1", n)
 	}
 }

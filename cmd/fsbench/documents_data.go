@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -88,14 +90,18 @@ func publishDocument(ctx context.Context, pc *publish.Client, d *benchDoc, seed 
 
 // rawObjectGets reads docs' objects one after another the strongest known
 // way over the agent's transport: nats.go's jetstream ObjectStore.Get
-// (which checks the digest at the end) and io.Copy to io.Discard, on a TCP
-// client connection. It connects as the broker identity: of the roles,
-// only it may both direct-get an object's info and create the ordered
-// consumer Get reads the chunks through (a device may create only its own
-// named consumer).
+// (which checks the digest at the end) on a TCP client connection. With
+// toDir empty each object is copied to io.Discard (the transport's bound:
+// no disk). With toDir set each lands as a durable file there, the
+// strongest known way to do the agent's step: Get, io.Copy to a new file
+// (what ObjectStore.GetFile does), fsync, close and rename into place;
+// the files are removed after the timing. It connects as the broker
+// identity: of the roles, only it may both direct-get an object's info and
+// create the ordered consumer Get reads the chunks through (a device may
+// create only its own named consumer).
 // It returns the time the gets took, connection and bucket lookup
 // excluded.
-func rawObjectGets(ctx context.Context, b *broker.Broker, docs []benchDoc) (time.Duration, error) {
+func rawObjectGets(ctx context.Context, b *broker.Broker, docs []benchDoc, toDir string) (time.Duration, error) {
 	nc, err := roleConn(b, natsauth.RoleBroker, "fsbench-raw-get")
 	if err != nil {
 		return 0, err
@@ -110,9 +116,15 @@ func rawObjectGets(ctx context.Context, b *broker.Broker, docs []benchDoc) (time
 	if err != nil {
 		return 0, err
 	}
+	if toDir != "" {
+		if err := os.MkdirAll(toDir, 0o700); err != nil {
+			return 0, err
+		}
+		defer os.RemoveAll(toDir)
+	}
 	start := time.Now()
 	for _, d := range docs {
-		if err := getObject(ctx, obs, d); err != nil {
+		if err := getObject(ctx, obs, d, toDir); err != nil {
 			return 0, err
 		}
 	}
@@ -120,21 +132,40 @@ func rawObjectGets(ctx context.Context, b *broker.Broker, docs []benchDoc) (time
 }
 
 // getObject reads d's object to the end (the digest verified) and checks
-// its size.
-func getObject(ctx context.Context, obs jetstream.ObjectStore, d benchDoc) error {
+// its size: to io.Discard, or with toDir set to a durable file there
+// (written, synced, closed, renamed).
+func getObject(ctx context.Context, obs jetstream.ObjectStore, d benchDoc, toDir string) error {
 	r, err := obs.Get(ctx, d.object)
 	if err != nil {
 		return fmt.Errorf("get %s: %w", d.object, err)
 	}
 	defer r.Close()
-	n, err := io.Copy(io.Discard, r)
+	var w io.Writer = io.Discard
+	var f *os.File
+	if toDir != "" {
+		if f, err = os.Create(filepath.Join(toDir, d.id+".part")); err != nil {
+			return err
+		}
+		defer f.Close()
+		w = f
+	}
+	n, err := io.Copy(w, r)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", d.object, err)
 	}
 	if n != d.size {
 		return fmt.Errorf("read %s: %d bytes, want %d", d.object, n, d.size)
 	}
-	return nil
+	if f == nil {
+		return nil
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), filepath.Join(toDir, d.id))
 }
 
 // roleConn connects over TCP with role's component credentials.
