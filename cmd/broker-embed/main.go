@@ -33,7 +33,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRunCmd(), newInitCmd(), newDemoCmd(), newSeedCmd(), newPublishCmd(), newTailCmd(),
+	root.AddCommand(newRunCmd(), newInitCmd(), newHealthcheckCmd(), newDemoCmd(), newSeedCmd(), newPublishCmd(), newTailCmd(),
 		newUsersCmd(natsauth.KindDevice, "Device credentials: add, revoke, list"),
 		newUsersCmd(natsauth.KindIntegration, "Integration (backend) credentials: add, revoke, list"))
 	return root

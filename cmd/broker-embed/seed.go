@@ -12,15 +12,21 @@ import (
 
 func newSeedCmd() *cobra.Command {
 	var spec seed.Spec
+	var orgs []string
 	var url string
 	var auth toolAuth
 	cmd := &cobra.Command{
-		Use:   "seed --org U --events N --admin N --documents N",
+		Use:   "seed --org U[,U...] --events N --admin N --documents N",
 		Short: "Publish synthetic records to a running broker",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			gen, err := seed.New(spec)
-			if err != nil {
-				return err
+			gens := make([]*seed.Generator, len(orgs))
+			for i, org := range orgs {
+				s := spec
+				s.Org = org
+				var err error
+				if gens[i], err = seed.New(s); err != nil {
+					return err
+				}
 			}
 			nc, err := auth.connect(url, "fieldsync-seed")
 			if err != nil {
@@ -31,15 +37,20 @@ func newSeedCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			start := time.Now()
-			n, err := c.Publisher().PublishAll(cmd.Context(), gen.Next, 4000)
-			el := time.Since(start)
-			fmt.Fprintf(cmd.OutOrStdout(), "seeded %d records into org unit %s in %s (%.0f/s)\n", n, spec.Org, el.Round(time.Millisecond), float64(n)/el.Seconds())
-			return err
+			for i, gen := range gens {
+				start := time.Now()
+				n, err := c.Publisher().PublishAll(cmd.Context(), gen.Next, 4000)
+				el := time.Since(start)
+				fmt.Fprintf(cmd.OutOrStdout(), "seeded %d records into org unit %s in %s (%.0f/s)\n", n, orgs[i], el.Round(time.Millisecond), float64(n)/el.Seconds())
+				if err != nil {
+					return err
+				}
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&spec.Org, "org", "", "org unit (required)")
+	f.StringSliceVar(&orgs, "org", nil, "org units, one after another (comma separated; required)")
 	f.IntVar(&spec.Events, "events", 0, "records in the events channel")
 	f.IntVar(&spec.Admin, "admin", 0, "records in the admin channel")
 	f.IntVar(&spec.Documents, "documents", 0, "document metadata records")

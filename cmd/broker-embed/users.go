@@ -76,6 +76,7 @@ func newUserAddCmd(kind natsauth.Kind) *cobra.Command {
 	var f dataDirFlags
 	var id, out, tokenOut, person string
 	var units []string
+	var ifMissing bool
 	flag := idFlag(kind)
 	short := "Issue credentials (a .creds file, mode 0600) for a new " + string(kind)
 	if kind == natsauth.KindIntegration {
@@ -87,6 +88,10 @@ func newUserAddCmd(kind natsauth.Kind) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if kind == natsauth.KindDevice && len(units) == 0 && person == "" {
 				return errors.New("--org or --user: a device needs org units, or a user whose assignments give them")
+			}
+			if _, err := os.Stat(out); err == nil && ifMissing {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s exists: %s %s already issued, nothing to do\n", out, kind, id)
+				return nil
 			}
 			a, err := f.authority()
 			if err != nil {
@@ -115,6 +120,7 @@ func newUserAddCmd(kind natsauth.Kind) *cobra.Command {
 	cmd.Flags().StringVar(&id, flag, "", "the "+string(kind)+"'s "+flag+" (required)")
 	cmd.Flags().StringSliceVar(&units, "org", nil, "org units it may read (comma separated); the tenant-wide admin data always")
 	cmd.Flags().StringVar(&out, "out", "", "credentials file to write (must not exist; required)")
+	cmd.Flags().BoolVar(&ifMissing, "if-missing", false, "do nothing if --out exists (a job that runs at every start, as in docker-compose.yml)")
 	if kind == natsauth.KindDevice {
 		cmd.Flags().StringVar(&person, "user", "", "bind the device to this user of the Admin data: the user's assignments decide its org units")
 	}

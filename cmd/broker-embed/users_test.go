@@ -100,6 +100,14 @@ func TestDeviceCmd_AddListRevoke(t *testing.T) {
 	if _, err := run(t, "device", "add", "--id", "A", "--org", "north", "--out", filepath.Join(t.TempDir(), "again.creds"), "--data-dir", dir); !errors.Is(err, natsauth.ErrExists) {
 		t.Fatalf("adding A twice: %v, want ErrExists", err)
 	}
+	before, _ := os.ReadFile(creds)
+	if out, err := run(t, "device", "add", "--id", "A", "--org", "north", "--out", creds, "--if-missing", "--data-dir", dir); err != nil ||
+		!strings.Contains(out, "already issued") {
+		t.Fatalf("device add --if-missing with the file there: %v %q", err, out)
+	}
+	if after, _ := os.ReadFile(creds); string(after) != string(before) {
+		t.Fatal("device add --if-missing rewrote the credentials")
+	}
 	users := listUsers(t, "device", dir)
 	if len(users) != 1 || users[0].ID != "A" || users[0].Kind != natsauth.KindDevice || strings.Join(users[0].OrgUnits, ",") != "north,south" ||
 		users[0].Revoked() || !strings.HasPrefix(users[0].PublicKey, "U") {

@@ -76,7 +76,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.config, "config", envOr("FIELDSYNC_AGENT_CONFIG", defaultConfigPath()), "agent YAML configuration file")
 	root.PersistentFlags().StringVar(&g.tokenFile, "token-file", "", "local API token file (default: api-token in the agent's data folder)")
 	root.AddCommand(newRunCmd(g), newStatusCmd(g), newSyncCmd(g), newRecordsCmd(g), newWriteCmd(g), newConflictsCmd(g), newResolveCmd(g), newApplyCmd(g), newOpenCmd(g), newServiceCmd(g),
-		newDocumentsCmd(g), newDownloadCmd(g))
+		newDocumentsCmd(g), newDownloadCmd(g), newHealthcheckCmd(g))
 	return root
 }
 
