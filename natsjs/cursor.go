@@ -139,16 +139,25 @@ func openCursor(ctx context.Context, js jetstream.JetStream, spec CursorSpec) (*
 	if err != nil {
 		return nil, err
 	}
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
+	c := &Cursor{spec: spec}
+	// Right after a node was lost the stream or the durable may have no
+	// leader for a few seconds: wait for one within the stall timeout.
+	var noStream bool
+	s, err := retryTransient(ctx, spec.StallTimeout, func() (jetstream.Stream, error) {
+		s, err := js.Stream(ctx, stream)
+		if noStream = err != nil; noStream {
+			return nil, err
+		}
+		if c.cons, c.Recreated, err = bindDurable(ctx, s, spec); err != nil {
+			return nil, err
+		}
+		c.last, err = lastSeq(ctx, s, spec)
+		return s, err
+	})
+	if err != nil && noStream {
 		return nil, unitErr(spec.Unit, err)
 	}
-	c := &Cursor{spec: spec}
-	c.cons, c.Recreated, err = bindDurable(ctx, s, spec)
 	if err != nil {
-		return nil, err
-	}
-	if c.last, err = lastSeq(ctx, s, spec); err != nil {
 		return nil, err
 	}
 	info := c.cons.CachedInfo()

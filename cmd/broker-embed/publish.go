@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"mime"
 	"os"
 	"path/filepath"
+	"time"
 
+	"github.com/nats-io/nuid"
 	"github.com/spf13/cobra"
 
 	"github.com/fieldsync/fieldsync/events"
@@ -19,6 +22,7 @@ type publishFlags struct {
 	body, url               string
 	file, name, contentType string
 	expected                int64
+	timeout                 time.Duration
 	auth                    toolAuth
 }
 
@@ -48,7 +52,16 @@ func newPublishCmd() *cobra.Command {
 				return err
 			}
 			defer nc.Close()
-			resp, err := publish.NewClient(nc).Publish(cmd.Context(), p.r)
+			if p.r.EventID == "" { // known here, so that a timed-out publish can be retried without a double
+				p.r.EventID = nuid.Next()
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), p.timeout)
+			defer cancel()
+			resp, err := publish.NewClient(nc).Publish(ctx, p.r)
+			if errors.Is(err, context.DeadlineExceeded) {
+				return fmt.Errorf("no answer from the publish API within %s (in a cluster, is a majority of the nodes reachable?); "+
+					"it may still be applied: retry with --event-id %s, deduplicated within the duplicates window (streams.duplicates, 2m): %w", p.timeout, p.r.EventID, err)
+			}
 			if err != nil {
 				return err
 			}
@@ -67,6 +80,7 @@ func newPublishCmd() *cobra.Command {
 	f.StringVar(&p.body, "body", "", "record body as a JSON object (with --file: extra metadata)")
 	f.Int64Var(&p.expected, "expected-version", -1, "fail unless the record is at this version (0: must not exist)")
 	f.StringVar(&p.url, "url", "nats://127.0.0.1:4222", "broker NATS URL")
+	f.DurationVar(&p.timeout, "timeout", 30*time.Second, "give up on a record's publish after this long (not on --file)")
 	f.StringVar(&p.file, "file", "", "a document's content (channel documents, kind document only)")
 	f.StringVar(&p.name, "name", "", "with --file: the document's display name (default: the file's name)")
 	f.StringVar(&p.contentType, "content-type", "", "with --file: media type (default: from the file's extension)")

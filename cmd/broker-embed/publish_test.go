@@ -10,12 +10,17 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
+	natsd "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/fieldsync/fieldsync/events"
+	"github.com/fieldsync/fieldsync/publish"
 )
 
 var documentRe = regexp.MustCompile(`^published (\S+) to (\S+): version (\d+), size (\d+), digest (\S+)\n$`)
@@ -76,5 +81,35 @@ func TestPublishCmd_File(t *testing.T) {
 		"--kind", "event", "--id", "e1", "--file", path)
 	if !errors.Is(err, errFileNotDocument) {
 		t.Fatalf("--file on an event: %v, want errFileNotDocument", err)
+	}
+}
+
+// TestPublishCmd_Timeout: a publish API that does not answer (a cluster
+// node cut off from the majority) makes publish fail after --timeout,
+// naming the event id to retry with, instead of waiting for ever.
+func TestPublishCmd_Timeout(t *testing.T) {
+	srv, err := natsd.NewServer(&natsd.Options{Host: "127.0.0.1", Port: -1, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	defer srv.Shutdown()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := nc.Subscribe(publish.Subject, func(*nats.Msg) {}); err != nil { // takes requests, never answers
+		t.Fatal(err)
+	}
+	nc.Flush()
+	start := time.Now()
+	_, err = run(t, "publish", "--org", "north", "--channel", "events", "--kind", "event", "--id", "t-1", "--event-id", "ev-timeout-1",
+		"--timeout", "700ms", "--url", srv.ClientURL(), "--data-dir", t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "--event-id ev-timeout-1") || time.Since(start) > 10*time.Second {
+		t.Fatalf("publish to an API that does not answer: %v after %s", err, time.Since(start))
 	}
 }

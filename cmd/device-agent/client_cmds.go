@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -168,8 +169,9 @@ func newer(a, b *time.Time) bool { return a != nil && (b == nil || a.After(*b)) 
 func newRecordsCmd(g *globals) *cobra.Command {
 	var channel, kind, unit string
 	var limit int
+	var all bool
 	cmd := &cobra.Command{
-		Use:   "records --channel events|admin|documents [--kind K] [--org U]",
+		Use:   "records --channel events|admin|documents [--kind K] [--org U] [--limit N | --all]",
 		Short: "List local records of a channel",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ch, err := events.ParseChannel(channel)
@@ -184,7 +186,12 @@ func newRecordsCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			recs, err := c.Records(cmd.Context(), q)
+			var recs []store.Record
+			if all {
+				recs, err = allRecords(cmd.Context(), c, q)
+			} else {
+				recs, err = c.Records(cmd.Context(), q)
+			}
 			if err != nil {
 				return err
 			}
@@ -203,8 +210,30 @@ func newRecordsCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&kind, "kind", "", "record kind")
 	cmd.Flags().StringVar(&unit, "org", "", "org unit (empty string: tenant-wide data)")
 	cmd.Flags().IntVar(&limit, "limit", 100, "at most this many records")
+	cmd.Flags().BoolVar(&all, "all", false, "every matching record (read page after page; --limit is the page size)")
 	cmd.MarkFlagRequired("channel")
 	return cmd
+}
+
+// allRecords reads every record matching q, page after page of q.Limit,
+// each continuing after the last key of the one before.
+func allRecords(ctx context.Context, c *localapi.Client, q store.Query) ([]store.Record, error) {
+	var out []store.Record
+	for {
+		page, err := c.RecordsPage(ctx, q)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, page.Records...)
+		if page.Next == "" {
+			return out, nil
+		}
+		after, err := localapi.ParseCursor(page.Next)
+		if err != nil {
+			return out, err
+		}
+		q.After = after
+	}
 }
 
 func newOpenCmd(g *globals) *cobra.Command {

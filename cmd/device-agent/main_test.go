@@ -136,6 +136,18 @@ func TestRecordsCmd_JSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &recs); err != nil || len(recs) != 1 || recs[0].RecordID != "ev-1" {
 		t.Fatalf("--limit 1: %v %+v", err, recs)
 	}
+	// --all reads page after page (here pages of one record).
+	out = mustRun(t, "records", "--channel", "events", "--limit", "1", "--all", "--json", "--api", api)
+	got = got[:0]
+	if err := json.Unmarshal([]byte(out), &recs); err != nil {
+		t.Fatalf("--all: %v", err)
+	}
+	for _, r := range recs {
+		got = append(got, r.RecordID)
+	}
+	if strings.Join(got, ",") != "ev-1,ev-2,ev-3" {
+		t.Fatalf("--all in pages of 1: %v, want ev-1..3", got)
+	}
 	out = mustRun(t, "records", "--channel", "events", "--org", "south", "--json", "--api", api)
 	if err := json.Unmarshal([]byte(out), &recs); err != nil || len(recs) != 0 {
 		t.Fatalf("--org south: %v %+v", err, recs)

@@ -1,0 +1,55 @@
+package natsjs
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// transient reports whether err, from a JetStream API call made under
+// ctx, is what a cluster answers while it is electing a leader after a
+// node was lost: the request timed out while ctx is still alive (the
+// client's own default timeout), nobody answered, or the API said it is
+// unavailable for now (HTTP-like code 503). Such a call succeeds again
+// a few seconds later, when the stream or consumer has a new leader.
+func transient(ctx context.Context, err error) bool {
+	if err == nil || ctx.Err() != nil {
+		return false
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrNoHeartbeat) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.Code == 503
+}
+
+// leaderElectionWait is how long [retryTransient] keeps trying by
+// default: nats-server elects a new stream or consumer leader within a
+// few seconds (its Raft election timeouts are 4 to 9 s), twice that for
+// the meta leader and a stream leader lost together.
+const leaderElectionWait = 20 * time.Second
+
+// retryTransient calls fn until it succeeds, fails with an error that is
+// not [transient], ctx ends or limit has passed (0: leaderElectionWait),
+// waiting a little longer between tries (from 250 ms, jittered): a sync
+// started while the cluster elects leaders waits for them instead of
+// failing.
+func retryTransient[T any](ctx context.Context, limit time.Duration, fn func() (T, error)) (T, error) {
+	if limit <= 0 {
+		limit = leaderElectionWait
+	}
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval, bo.MaxInterval = 250*time.Millisecond, 2*time.Second
+	return backoff.Retry(ctx, func() (T, error) {
+		v, err := fn()
+		if err != nil && !transient(ctx, err) {
+			return v, backoff.Permanent(err)
+		}
+		return v, err
+	}, backoff.WithBackOff(bo), backoff.WithMaxElapsedTime(limit))
+}
