@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -143,8 +144,13 @@ func openCursor(ctx context.Context, js jetstream.JetStream, spec CursorSpec) (*
 	// Right after a node was lost the stream or the durable may have no
 	// leader for a few seconds: wait for one within the stall timeout.
 	var noStream bool
-	s, err := retryTransient(ctx, spec.StallTimeout, func() (jetstream.Stream, error) {
-		s, err := js.Stream(ctx, stream)
+	s, err := retryTransient(ctx, spec.StallTimeout, func() (s jetstream.Stream, err error) {
+		defer func() {
+			if err != nil && denied(js.Conn(), stream) {
+				err = backoff.Permanent(err)
+			}
+		}()
+		s, err = js.Stream(ctx, stream)
 		if noStream = err != nil; noStream {
 			return nil, err
 		}

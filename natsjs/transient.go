@@ -3,6 +3,7 @@ package natsjs
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -26,6 +27,16 @@ func transient(ctx context.Context, err error) bool {
 	}
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && apiErr.Code == 503
+}
+
+// denied reports whether nc's last error is the broker refusing a
+// request on stream: a JetStream request to a subject the user may not
+// publish to is never answered, so it looks like a timeout (the refusal
+// comes apart, as the connection's last error) and must not be waited
+// out as a leader election.
+func denied(nc *nats.Conn, stream string) bool {
+	err := nc.LastError()
+	return errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), "."+stream)
 }
 
 // leaderElectionWait is how long [retryTransient] keeps trying by
