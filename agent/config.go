@@ -9,6 +9,7 @@ import (
 
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/internal/yamlconf"
+	"github.com/fieldsync/fieldsync/natsjs"
 	"github.com/fieldsync/fieldsync/projections"
 )
 
@@ -71,8 +72,9 @@ type Config struct {
 	// with 256 KiB documents this, not BatchSize, is what bounds memory.
 	BatchBytes int `yaml:"batch_bytes"`
 	// DurableInactive is how long the broker keeps an unused device durable
-	// (default 7 days; a durable removed earlier is re-created from the
-	// local checkpoint anyway).
+	// (default 10 minutes: a device holds its durables from a sync until a
+	// little after it; the next sync re-creates them from the local
+	// checkpoint, which is the truth anyway).
 	DurableInactive time.Duration `yaml:"durable_inactive"`
 	// StallTimeout fails a sync that gets nothing while changes are pending
 	// (default 30s).
@@ -166,7 +168,7 @@ func (c Config) WithDefaults() Config {
 		c.BatchSize = 5000
 	}
 	if c.DurableInactive == 0 {
-		c.DurableInactive = 7 * 24 * time.Hour
+		c.DurableInactive = natsjs.DefaultInactiveThreshold
 	}
 	if c.StallTimeout == 0 {
 		c.StallTimeout = 30 * time.Second

@@ -368,3 +368,92 @@ func requireDeviceEqualsServer(t *testing.T, a *agent.Agent, c *natsjs.Client, u
 		}
 	}
 }
+
+// TestCluster_DurableNodeLost: a device's durables are one replica in
+// memory, on one node of the stream's three. When that node is lost the
+// device's next sync finds its durable unreachable, has it removed and
+// re-created on a live node from the local checkpoint, and ends with
+// exactly the server's state.
+func TestCluster_DurableNodeLost(t *testing.T) {
+	const first, more = 5000, 1000
+	c := startCluster(t, 3, "north")
+	publishRecords(t, c.nodes[0].Client(), "north", first)
+	a := runClusterAgent(t, c.deviceConfig(t, "tab-dur", c.urls(), "north"))
+	var st agent.Status
+	fstest.Eventually(t, 90*time.Second, func() bool {
+		st, _ = a.Status(context.Background())
+		return !st.OnlineOnly && st.State == agent.StateUpToDate
+	}, "initial sync (last status %+v)", &st)
+	durable, _ := natsjs.DurableName("tab-dur", events.ChannelEvents)
+	holder := func(via int) string {
+		t.Helper()
+		js, _ := jetstream.New(c.nodes[via].Client().Conn())
+		var name string
+		fstest.Eventually(t, 60*time.Second, func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			cons, err := js.Consumer(ctx, "FS_ORG_north", durable)
+			if err != nil {
+				return false
+			}
+			info := cons.CachedInfo()
+			if info.Config.Replicas != 1 || !info.Config.MemoryStorage || info.Cluster == nil || len(info.Cluster.Replicas) != 0 {
+				t.Fatalf("durable %s: replicas %d, memory %v, cluster %+v; want one replica in memory", durable,
+					info.Config.Replicas, info.Config.MemoryStorage, info.Cluster)
+			}
+			name = info.Cluster.Leader
+			return name != ""
+		}, "the node holding %s", durable)
+		return name
+	}
+	lost := -1
+	name := holder(0)
+	for i, cfg := range c.cfgs {
+		if cfg.ServerName == name {
+			lost = i
+		}
+	}
+	if lost < 0 {
+		t.Fatalf("durable held by %q, not a node of the cluster", name)
+	}
+	c.stop(t, lost)
+	live := (lost + 1) % 3
+	publishMore(t, c.nodes[live].Client(), "north", first, more)
+	before := time.Now()
+	if err := a.RequestSync(agent.ScopeEvents); err != nil {
+		t.Fatal(err)
+	}
+	fstest.Eventually(t, 120*time.Second, func() bool {
+		st, _ = a.Status(context.Background())
+		return st.LastSyncCompleted != nil && st.LastSyncCompleted.After(before) && st.State == agent.StateUpToDate
+	}, "a sync after the durable's node was lost (last status %+v)", &st)
+	t.Logf("sync after losing %s took %s", name, st.LastSyncCompleted.Sub(before).Round(time.Millisecond))
+	if now := holder(live); now == name {
+		t.Fatalf("durable still on the lost node %s", now)
+	}
+	requireDeviceEqualsServer(t, a, c.nodes[live].Client(), "north", first+more)
+}
+
+// publishMore publishes events records from+1 .. from+n of unit. While
+// the stream elects a new leader a publish may fail: the whole range goes
+// again, deduplicated by its event ids (the stream's duplicates window).
+func publishMore(t *testing.T, c *natsjs.Client, unit string, from, n int) {
+	t.Helper()
+	body := fstest.Body(t, map[string]any{"title": "inspection", "status": "open"})
+	var err error
+	fstest.Eventually(t, 90*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		i := from
+		_, err = c.Publisher().PublishAll(ctx, func() (*events.Envelope, bool) {
+			if i == from+n {
+				return nil, false
+			}
+			i++
+			return &events.Envelope{EventID: fmt.Sprintf("pub-%d", i), OrgUnit: unit, Channel: events.ChannelEvents, Kind: "event",
+				RecordID: fmt.Sprintf("ev-%06d", i), Op: events.OpUpsert, Body: body, SchemaVersion: events.SchemaVersion,
+				Timestamp: time.Now().UTC()}, true
+		}, 100)
+		return err == nil
+	}, "publish after the node loss (last error %v)", &err)
+}

@@ -35,7 +35,7 @@ type CursorSpec struct {
 	// interrupted and re-created never applies anything twice.
 	Snapshot bool
 	// InactiveThreshold: the broker deletes the durable after this long
-	// without a device pulling from it. Default 7 days.
+	// without a device pulling from it. Default [DefaultInactiveThreshold].
 	InactiveThreshold time.Duration
 	// StallTimeout fails a read that makes no progress while changes are
 	// pending. Default 30 s.
@@ -57,6 +57,12 @@ const (
 	DefaultBufferBytes = 8 << 20
 	DefaultBatchBytes  = 4 << 20
 )
+
+// DefaultInactiveThreshold is how long an unused device durable stays on
+// the broker: from a sync until a little after it. Between syncs a device
+// holds nothing there; its next sync re-creates the durable from the
+// local checkpoint (one consumer create per channel).
+const DefaultInactiveThreshold = 10 * time.Minute
 
 // DurableName returns the durable consumer name for a device's channel.
 // The unit is implied by the stream the consumer lives in.
@@ -231,7 +237,7 @@ func lastSeq(ctx context.Context, s jetstream.Stream, spec CursorSpec) (uint64, 
 
 func (s CursorSpec) withDefaults() CursorSpec {
 	if s.InactiveThreshold == 0 {
-		s.InactiveThreshold = 7 * 24 * time.Hour
+		s.InactiveThreshold = DefaultInactiveThreshold
 	}
 	if s.StallTimeout == 0 {
 		s.StallTimeout = 30 * time.Second
@@ -267,15 +273,24 @@ func bindDurable(ctx context.Context, s jetstream.Stream, spec CursorSpec) (jets
 		return nil, false, err
 	}
 	cons, err := s.Consumer(ctx, spec.Durable)
-	if err == nil {
+	switch {
+	case err == nil:
 		info := cons.CachedInfo()
-		if info.Config.FilterSubject == filter && info.Delivered.Stream == spec.After && info.NumAckPending == 0 {
+		if info.Config.FilterSubject == filter && info.Delivered.Stream == spec.After && info.NumAckPending == 0 &&
+			info.Config.Replicas == 1 && info.Config.MemoryStorage {
 			return cons, false, nil
 		}
 		if err := s.DeleteConsumer(ctx, spec.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return nil, false, fmt.Errorf("natsjs: replace durable %s: %w", spec.Durable, err)
 		}
-	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	case transient(ctx, err) || offline(err):
+		// No answer from the durable, or "offline", while the stream
+		// answered: the node holding it (R1) is down. The meta leader can still remove it, and
+		// the new one is placed on a live node.
+		if err := s.DeleteConsumer(ctx, spec.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil, false, fmt.Errorf("natsjs: replace unreachable durable %s: %w", spec.Durable, err)
+		}
+	case !errors.Is(err, jetstream.ErrConsumerNotFound):
 		return nil, false, fmt.Errorf("natsjs: durable %s: %w", spec.Durable, err)
 	}
 	cfg := jetstream.ConsumerConfig{
@@ -284,6 +299,12 @@ func bindDurable(ctx context.Context, s jetstream.Stream, spec CursorSpec) (jets
 		AckPolicy:         jetstream.AckNonePolicy,
 		InactiveThreshold: spec.InactiveThreshold,
 		ReplayPolicy:      jetstream.ReplayInstantPolicy,
+		// One replica in memory: the device's checkpoint is the truth, so
+		// a durable lost with its node (or a restart) is simply re-created
+		// from it, and a fleet's durables are no Raft groups (README, device
+		// consumers for fleets).
+		Replicas:      1,
+		MemoryStorage: true,
 	}
 	if spec.Snapshot {
 		cfg.DeliverPolicy = jetstream.DeliverLastPerSubjectPolicy

@@ -26,7 +26,22 @@ func transient(ctx context.Context, err error) bool {
 		return true
 	}
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.Code == 503
+	return errors.As(err, &apiErr) && (apiErr.Code == 503 || apiErr.ErrorCode == jsStreamOffline)
+}
+
+// Error codes of nats-server's JetStream API (server/errors.json) that
+// nats.go has no constant for.
+const (
+	jsStreamOffline   = 10118 // a stream with no leader reachable
+	jsConsumerOffline = 10119 // a durable whose node is down
+)
+
+// offline reports whether err says the durable itself (not the stream)
+// has no reachable node: nats-server answers "consumer is offline" for an
+// R1 durable whose node is down.
+func offline(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jsConsumerOffline
 }
 
 // denied reports whether nc's last error is the broker refusing a

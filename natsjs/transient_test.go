@@ -27,6 +27,8 @@ func TestTransient(t *testing.T) {
 		{live, nats.ErrNoResponders, true},
 		{live, nats.ErrTimeout, true},
 		{live, &jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}, true},
+		{live, &jetstream.APIError{Code: 500, ErrorCode: jsStreamOffline, Description: "stream is offline"}, true},
+		{live, &jetstream.APIError{Code: 500, ErrorCode: jsConsumerOffline, Description: "consumer is offline"}, false}, // re-created, not waited for
 		{live, jetstream.ErrConsumerNotFound, false},
 		{live, jetstream.ErrStreamNotFound, false},
 		{live, &jetstream.APIError{Code: 400, Description: "bad request"}, false},
