@@ -1,5 +1,5 @@
 # The README's commands. `make test` is what CI runs.
-.PHONY: demo test test-large bench bench-initial-sync bench-writes bench-apply bench-sse bench-connect bench-feed bench-documents fuzz fuzz-long build cross images compose-up compose-down
+.PHONY: demo test test-large bench bench-initial-sync bench-writes bench-apply bench-sse bench-connect bench-feed bench-documents bench-consumers fuzz fuzz-long build cross images compose-up compose-down
 
 demo:
 	go run ./cmd/broker-embed demo
@@ -62,7 +62,7 @@ fuzz-long:
 		go test ./$${t%%:*} -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -timeout 0; \
 	done
 
-bench: bench-initial-sync bench-writes bench-apply bench-sse bench-connect bench-feed bench-documents
+bench: bench-initial-sync bench-writes bench-apply bench-sse bench-connect bench-feed bench-documents bench-consumers
 
 # Initial sync of 1,000,000 records against the raw consume rate (TCP) and
 # the fastest raw SQLite bulk load; prints the figures next to their limits.
@@ -85,6 +85,13 @@ bench-writes:
 # the same run (median of 3); target agent >= 0.8 of raw for the large one.
 bench-documents:
 	go run ./cmd/fsbench documents
+
+# Device durables at fleet size on a 3-node cluster in one process:
+# 10,000 devices' durables the product's way (one replica in memory) next to
+# 1,000 devices' as replicated file durables: Raft groups per node against
+# NATS's ~2,000 guidance, memory per device, idle CPU and API requests.
+bench-consumers:
+	go run ./cmd/fsbench consumers --devices 10000 --r3-devices 1000
 
 # Apply of 100,000 staged changes over 1,000,000 records through the local
 # HTTP API: the user's wait, the background merge against raw SQLite, reads

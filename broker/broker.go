@@ -63,7 +63,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Broker, err err
 		}
 	}()
 	scfg := natsserver.Config{Name: cfg.ServerName, Host: cfg.NATS.Host, Port: cfg.NATS.Port,
-		StoreDir: cfg.JetStreamDir(), SyncInterval: cfg.NATS.SyncInterval, MaxPayload: cfg.NATS.MaxPayload, Logging: cfg.NATS.Logging}
+		StoreDir: cfg.JetStreamDir(), SyncInterval: cfg.NATS.SyncInterval, MaxPayload: cfg.NATS.MaxPayload, Logging: cfg.NATS.Logging,
+		DefaultMaxConsumers: maxConsumers(cfg.Streams)}
 	if scfg.Cluster, err = cfg.serverCluster(); err != nil {
 		return nil, err
 	}
@@ -175,6 +176,20 @@ func (b *Broker) startIngest(ctx context.Context) error {
 		return fmt.Errorf("broker: starting ingest: %w", ctx.Err())
 	}
 }
+
+// maxConsumers is the consumer limit of every stream: fieldsync's own
+// set it, and the server's default is it for those that set none (the
+// results stream, document buckets), where nats-server would stop at 1,000.
+func maxConsumers(p natsjs.StreamPolicy) int {
+	if p.MaxConsumers == 0 {
+		return natsjs.DefaultStreamPolicy().MaxConsumers
+	}
+	return p.MaxConsumers
+}
+
+// JetStreamStats reads this node's JetStream figures: streams, consumers,
+// Raft groups, API requests.
+func (b *Broker) JetStreamStats() (natsserver.JetStreamStats, error) { return b.srv.JetStreamStats() }
 
 // ClientURL is the NATS URL devices connect to.
 func (b *Broker) ClientURL() string { return b.srv.ClientURL() }

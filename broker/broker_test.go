@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -336,5 +337,38 @@ func TestBroker_Open_ClusterNeedsKeys(t *testing.T) {
 	cfg.ServerName = ""
 	if _, err := broker.Open(ctxT(t), cfg, quietLog()); err == nil || !strings.Contains(err.Error(), "server_name") {
 		t.Fatalf("cluster node without a name: %v", err)
+	}
+}
+
+// TestBroker_MaxConsumersCoversEveryStream: streams.max_consumers bounds
+// the streams that set no limit of their own too (the results stream, where
+// every syncing device holds a durable): nats-server's default of 1,000
+// would refuse the 1,001st device. Here with a limit of 5 for speed.
+func TestBroker_MaxConsumersCoversEveryStream(t *testing.T) {
+	cfg := testConfig(t.TempDir(), "north")
+	cfg.Streams.MaxConsumers = 5
+	b := openBroker(t, cfg)
+	ctx := ctxT(t)
+	open := func(device string) error {
+		spec, err := natsjs.ResultsCursorSpec(device, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := b.Client().OpenCursor(ctx, spec)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+	for i := range 5 {
+		if err := open(fmt.Sprintf("d%d", i)); err != nil {
+			t.Fatalf("results durable %d of 5: %v", i+1, err)
+		}
+	}
+	if err := open("d5"); err == nil || !strings.Contains(err.Error(), "maximum consumers") {
+		t.Fatalf("6th results durable with max_consumers 5: %v, want refused", err)
+	}
+	if got := natsjs.DefaultStreamPolicy().MaxConsumers; got < 40000 {
+		t.Fatalf("default max_consumers %d: 10,000 devices syncing at once need 40,000 on a unit holding them all", got)
 	}
 }

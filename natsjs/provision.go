@@ -22,8 +22,11 @@ type StreamPolicy struct {
 	// Publishers retrying within it are deduplicated by the broker; device
 	// mutations carry their own idempotency that lasts longer.
 	Duplicates time.Duration
-	// MaxConsumers per stream. Every device holds one durable per channel on
-	// each of its units' streams; nats-server 2.15 would stop at 1,000.
+	// MaxConsumers per stream, and for the streams that set none (results,
+	// document buckets) through the server's default (nats-server 2.15's
+	// own is 1,000). A device syncing holds one durable per channel on each
+	// of its units' streams and one each on FS_TENANT and FS_RESULTS, until
+	// 10 minutes after its sync ([DefaultInactiveThreshold]).
 	MaxConsumers int
 	// Replicas: 1 on a single node, 3 in a cluster.
 	Replicas int
@@ -36,10 +39,11 @@ type StreamPolicy struct {
 // DefaultStreamPolicy returns the policy used when configuration sets none:
 // 16 versions per record, a 2-minute dedupe window (the broker keeps every id
 // of the window in memory, so longer windows cost memory at high rates),
-// 4,000 consumers per stream (1,000 devices × 3 channels plus feed
-// consumers), one replica, no size cap.
+// 40,000 consumers per stream (10,000 devices syncing at once: one each on
+// FS_TENANT and FS_RESULTS, three on a unit's stream holding all of them,
+// plus feed consumers), one replica, no size cap.
 func DefaultStreamPolicy() StreamPolicy {
-	return StreamPolicy{History: 16, Duplicates: 2 * time.Minute, MaxConsumers: 4000, Replicas: 1, MaxBytes: -1, DocumentBytes: -1}
+	return StreamPolicy{History: 16, Duplicates: 2 * time.Minute, MaxConsumers: 40000, Replicas: 1, MaxBytes: -1, DocumentBytes: -1}
 }
 
 func (p StreamPolicy) withDefaults() StreamPolicy {

@@ -268,3 +268,27 @@ func (s *Server) Close(ctx context.Context) error {
 
 // Ready reports whether the server and its JetStream subsystem are up.
 func (s *Server) Ready() bool { return s.ns.Running() && s.ns.JetStreamEnabled() }
+
+// JetStreamStats is what one node holds of JetStream (see
+// [Server.JetStreamStats]).
+type JetStreamStats struct {
+	Streams, Consumers int
+	// HAAssets counts the Raft groups this node takes part in (the meta
+	// group, each replicated stream and consumer): the figure NATS's
+	// max_ha_assets limit and its guidance of about 2,000 a server are about.
+	HAAssets int
+	// Memory is the bytes held in memory storage.
+	Memory uint64
+	// APIRequests is the JetStream API requests this node has served.
+	APIRequests uint64
+}
+
+// JetStreamStats reads this node's JetStream figures.
+func (s *Server) JetStreamStats() (JetStreamStats, error) {
+	js, err := s.ns.Jsz(&server.JSzOptions{})
+	if err != nil {
+		return JetStreamStats{}, fmt.Errorf("natsserver: jsz: %w", err)
+	}
+	return JetStreamStats{Streams: js.Streams, Consumers: js.Consumers, HAAssets: js.HAAssets,
+		Memory: js.Memory, APIRequests: js.API.Total}, nil
+}

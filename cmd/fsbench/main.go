@@ -44,6 +44,6 @@ func newRootCmd() *cobra.Command {
 			pprof.StopCPUProfile()
 		}
 	}
-	root.AddCommand(newInitialSyncCmd(), newAgentChildCmd(), newWritesCmd(), newWriteAgentCmd(), newApplyCmd(), newConnectCmd(), newConnectClientsCmd(), newFeedCmd(), newDocumentsCmd())
+	root.AddCommand(newInitialSyncCmd(), newAgentChildCmd(), newWritesCmd(), newWriteAgentCmd(), newApplyCmd(), newConnectCmd(), newConnectClientsCmd(), newFeedCmd(), newDocumentsCmd(), newConsumersCmd())
 	return root
 }

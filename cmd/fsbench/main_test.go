@@ -79,3 +79,10 @@ func TestDocuments_Tiny(t *testing.T) {
 	wantLines(t, out, "(a) raw object-store get", "to io.Discard (the transport's bound", "to a durable file (io.Copy as GetFile does, fsync, rename)",
 		"large 2 MB: agent", "raw get to a durable file", "target >= 0.80", "small 20 × 4 KB: agent", "raw gets to durable files")
 }
+
+func TestConsumers_Tiny(t *testing.T) {
+	out := runBench(t, "consumers", "--devices", "20", "--r3-devices", "4", "--units", "2", "--idle", "1s")
+	wantLines(t, out, "R1 memory (the product: natsjs.OpenCursor): 20 devices, 100 durables", "refused or failed 0  target 0 PASS",
+		"R3 file (replicated durables, the earlier build): 4 devices, 20 durables", "Raft groups (HA assets)",
+		"NATS guidance ~2,000 per server  PASS", "KiB per device", "JetStream API requests")
+}
