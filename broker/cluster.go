@@ -41,14 +41,19 @@ func (c Config) serverCluster() (*natsserver.Cluster, error) {
 	return &natsserver.Cluster{Name: c.Cluster.Name, Host: host, Port: p, Routes: c.Cluster.Routes}, nil
 }
 
+// provisionAttempt bounds one provisioning attempt of a cluster node.
+const provisionAttempt = 4 * time.Second
+
 // provision creates or updates the streams, buckets and the uploads
 // stream. On a cluster node it retries, with backoff, until JetStream
 // answers (a majority of the nodes is up) or clusterWait ends.
 func (b *Broker) provision(ctx context.Context) error {
 	once := func(ctx context.Context) error {
 		if b.cfg.Cluster.Enabled() { // one attempt must not use up the whole wait
+			// Short: a request made before the meta leader exists is never
+			// answered, and what one attempt created stays for the next.
 			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, 15*time.Second)
+			ctx, cancel = context.WithTimeout(ctx, provisionAttempt)
 			defer cancel()
 		}
 		if err := b.client.Provision(ctx, b.cfg.OrgUnits, b.cfg.Streams); err != nil {
