@@ -21,6 +21,7 @@ import (
 	"github.com/fieldsync/fieldsync/broker"
 	"github.com/fieldsync/fieldsync/events"
 	"github.com/fieldsync/fieldsync/internal/fstest"
+	"github.com/fieldsync/fieldsync/natsauth"
 	"github.com/fieldsync/fieldsync/natsjs"
 	"github.com/fieldsync/fieldsync/publish"
 )
@@ -333,6 +334,13 @@ func TestBroker_Open_ClusterNeedsKeys(t *testing.T) {
 	}
 	if _, serr := os.Stat(filepath.Join(cfg.DataDir, "auth", "operator.nk")); serr == nil {
 		t.Fatal("the node created an operator key")
+	}
+	// Keys from a build before route secrets: the node names init again.
+	if _, err := natsauth.Open(cfg.AuthDir()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := broker.Open(ctxT(t), cfg, quietLog()); !errors.Is(err, natsauth.ErrNoRouteSecret) || !strings.Contains(err.Error(), "broker-embed init") {
+		t.Fatalf("cluster node without a route secret: %v, want ErrNoRouteSecret naming broker-embed init", err)
 	}
 	cfg.ServerName = ""
 	if _, err := broker.Open(ctxT(t), cfg, quietLog()); err == nil || !strings.Contains(err.Error(), "server_name") {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 
+	"github.com/fieldsync/fieldsync/natsauth"
 	"github.com/fieldsync/fieldsync/natsjs"
 	"github.com/fieldsync/fieldsync/natsserver"
 )
@@ -38,7 +39,16 @@ func (c Config) serverCluster() (*natsserver.Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: cluster.listen port %q: %w", port, err)
 	}
-	return &natsserver.Cluster{Name: c.Cluster.Name, Host: host, Port: p, Routes: c.Cluster.Routes}, nil
+	secret, err := natsauth.RouteSecret(c.AuthDir())
+	if errors.Is(err, natsauth.ErrNoRouteSecret) {
+		return nil, fmt.Errorf("broker: cluster node: %w: run `broker-embed init --config FILE` once on the auth_dir the nodes share "+
+			"(it adds the route secret to existing keys)", err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("broker: cluster node: %w", err)
+	}
+	return &natsserver.Cluster{Name: c.Cluster.Name, Host: host, Port: p, Routes: c.Cluster.Routes,
+		User: natsauth.RouteUser, Password: secret}, nil
 }
 
 // provisionAttempt bounds one provisioning attempt of a cluster node.

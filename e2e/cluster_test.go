@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	natsd "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fieldsync/fieldsync/agent"
@@ -44,6 +46,9 @@ func startCluster(t *testing.T, n int, units ...string) *testCluster {
 	root := t.TempDir()
 	auth, err := natsauth.Open(filepath.Join(root, "auth"))
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := natsauth.EnsureRouteSecret(auth.Dir()); err != nil { // as broker-embed init does
 		t.Fatal(err)
 	}
 	c := &testCluster{auth: auth, nodes: make([]*broker.Broker, n), closed: make([]bool, n)}
@@ -577,4 +582,44 @@ func clusterMutations(t *testing.T, c *natsjs.Client, unit string) int {
 		}
 	}
 	return n
+}
+
+// TestCluster_RoutesRefuseStrangers: a server that reaches a node's route
+// port without the cluster's route secret is refused (it would otherwise
+// join and see every stream); one holding the secret is let in, so the
+// refusal is the secret's doing.
+func TestCluster_RoutesRefuseStrangers(t *testing.T) {
+	c := startCluster(t, 3, "north")
+	secret, err := natsauth.RouteSecret(c.auth.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	join := func(userinfo string) *natsd.Server {
+		t.Helper()
+		route, err := url.Parse("nats-route://" + userinfo + c.cfgs[0].Cluster.Listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := natsd.NewServer(&natsd.Options{ServerName: "stranger-" + userinfo, Host: "127.0.0.1", Port: -1, NoSigs: true,
+			Cluster: natsd.ClusterOpts{Name: "fstest", Host: "127.0.0.1", Port: -1}, Routes: []*url.URL{route}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go s.Start()
+		t.Cleanup(s.Shutdown)
+		if !s.ReadyForConnections(10 * time.Second) {
+			t.Fatal("stranger not ready")
+		}
+		return s
+	}
+	none, wrong := join(""), join(natsauth.RouteUser+":not-the-secret@")
+	right := join(natsauth.RouteUser + ":" + secret + "@")
+	fstest.Eventually(t, 20*time.Second, func() bool { return right.NumRoutes() > 0 }, "the server with the route secret routed")
+	time.Sleep(3 * time.Second) // the strangers have retried meanwhile
+	if n := none.NumRoutes(); n != 0 {
+		t.Fatalf("a server without credentials has %d routes into the cluster", n)
+	}
+	if n := wrong.NumRoutes(); n != 0 {
+		t.Fatalf("a server with a wrong route secret has %d routes into the cluster", n)
+	}
 }

@@ -9,7 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
+	"net/url"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -68,6 +68,10 @@ type Cluster struct {
 	Host   string
 	Port   int
 	Routes []string
+	// User and Password authenticate routes both ways: this node refuses
+	// a route that does not present them and presents them on its own.
+	// Both empty: routes unauthenticated (refused by [Start]).
+	User, Password string
 }
 
 // TLS is the client listener's certificate and whether plain connections
@@ -208,11 +212,17 @@ func clusterMode(opts *server.Options, cfg Config) error {
 	if opts.Cluster.Port == 0 {
 		opts.Cluster.Port = 6222
 	}
-	if len(c.Routes) > 0 {
-		opts.Routes = server.RoutesFromStr(strings.Join(c.Routes, ","))
-		if len(opts.Routes) != len(c.Routes) {
-			return fmt.Errorf("natsserver: cluster routes %v: want nats-route://host:port each", c.Routes)
+	if c.User == "" || c.Password == "" {
+		return errors.New("natsserver: a cluster node needs the route user and password (unauthenticated routes would let any server join)")
+	}
+	opts.Cluster.Username, opts.Cluster.Password = c.User, c.Password
+	for _, r := range c.Routes {
+		u, err := url.Parse(r)
+		if err != nil || u.Scheme != "nats-route" || u.Host == "" {
+			return fmt.Errorf("natsserver: cluster route %q: want nats-route://host:port", r)
 		}
+		u.User = url.UserPassword(c.User, c.Password)
+		opts.Routes = append(opts.Routes, u)
 	}
 	return nil
 }

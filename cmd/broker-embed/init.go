@@ -16,7 +16,7 @@ func newInitCmd() *cobra.Command {
 	var cfgPath string
 	cmd := &cobra.Command{
 		Use:   "init --config FILE",
-		Short: "Create the operator and account keys in auth_dir (once, before a cluster's nodes start)",
+		Short: "Create the operator and account keys and the route secret in auth_dir (once, before a cluster's nodes start)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := broker.Config{}.WithDefaults()
 			if cfgPath != "" {
@@ -25,15 +25,25 @@ func newInitCmd() *cobra.Command {
 					return err
 				}
 			}
+			out := cmd.OutOrStdout()
 			if _, err := natsauth.OpenExisting(cfg.AuthDir()); err == nil {
-				fmt.Fprintf(cmd.OutOrStdout(), "keys already in %s: nothing to do\n", cfg.AuthDir())
-				return nil
+				fmt.Fprintf(out, "keys already in %s\n", cfg.AuthDir())
+			} else {
+				a, err := natsauth.Open(cfg.AuthDir())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "operator and accounts created in %s (tenant account %s)\n", a.Dir(), a.TenantAccount())
 			}
-			a, err := natsauth.Open(cfg.AuthDir())
+			created, err := natsauth.EnsureRouteSecret(cfg.AuthDir())
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "operator and accounts created in %s (tenant account %s)\n", a.Dir(), a.TenantAccount())
+			if created {
+				fmt.Fprintf(out, "route secret created in %s: the cluster's nodes authenticate their routes with it\n", cfg.AuthDir())
+			} else {
+				fmt.Fprintln(out, "route secret already there: nothing else to do")
+			}
 			return nil
 		},
 	}

@@ -245,6 +245,9 @@ func startBenchCluster(ctx context.Context, dir string, units []string) ([]*brok
 	if _, err := natsauth.Open(auth); err != nil {
 		return nil, err
 	}
+	if _, err := natsauth.EnsureRouteSecret(auth); err != nil {
+		return nil, err
+	}
 	nodes := make([]*broker.Broker, 3)
 	g, gctx := errgroup.WithContext(ctx)
 	for i := range nodes {
