@@ -87,8 +87,8 @@ bench-documents:
 	go run ./cmd/fsbench documents
 
 # Device durables at fleet size on a 3-node cluster in one process:
-# 10,000 devices' durables the product's way (one replica in memory) next to
-# 1,000 devices' as replicated file durables: Raft groups per node against
+# 10,000 devices' durables as one replica in memory (the candidate) next to
+# 1,000 devices' as this build makes them (replicated, file): Raft groups per node against
 # NATS's ~2,000 guidance, memory per device, idle CPU and API requests.
 bench-consumers:
 	go run ./cmd/fsbench consumers --devices 10000 --r3-devices 1000

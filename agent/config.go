@@ -72,9 +72,8 @@ type Config struct {
 	// with 256 KiB documents this, not BatchSize, is what bounds memory.
 	BatchBytes int `yaml:"batch_bytes"`
 	// DurableInactive is how long the broker keeps an unused device durable
-	// (default 10 minutes: a device holds its durables from a sync until a
-	// little after it; the next sync re-creates them from the local
-	// checkpoint, which is the truth anyway).
+	// (default 7 days; a durable removed earlier is re-created from the
+	// local checkpoint anyway).
 	DurableInactive time.Duration `yaml:"durable_inactive"`
 	// StallTimeout fails a sync that gets nothing while changes are pending
 	// (default 30s).

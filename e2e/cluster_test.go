@@ -377,11 +377,11 @@ func requireDeviceEqualsServer(t *testing.T, a *agent.Agent, c *natsjs.Client, u
 	}
 }
 
-// TestCluster_DurableNodeLost: a device's durables are one replica in
-// memory, on one node of the stream's three. When that node is lost the
-// device's next sync finds its durable unreachable, has it removed and
-// re-created on a live node from the local checkpoint, and ends with
-// exactly the server's state.
+// TestCluster_DurableNodeLost: the node leading a device's events durable
+// is lost; the device's next sync (the durable answering offline, or not
+// at all, while leaders are elected: waited for, or re-created from the
+// local checkpoint) ends with exactly the server's state, the durable led
+// by a live node.
 func TestCluster_DurableNodeLost(t *testing.T) {
 	const first, more = 5000, 1000
 	c := startCluster(t, 3, "north")
@@ -405,9 +405,8 @@ func TestCluster_DurableNodeLost(t *testing.T) {
 				return false
 			}
 			info := cons.CachedInfo()
-			if info.Config.Replicas != 1 || !info.Config.MemoryStorage || info.Cluster == nil || len(info.Cluster.Replicas) != 0 {
-				t.Fatalf("durable %s: replicas %d, memory %v, cluster %+v; want one replica in memory", durable,
-					info.Config.Replicas, info.Config.MemoryStorage, info.Cluster)
+			if info.Cluster == nil {
+				t.Fatalf("durable %s has no cluster info", durable)
 			}
 			name = info.Cluster.Leader
 			return name != ""

@@ -59,10 +59,9 @@ const (
 )
 
 // DefaultInactiveThreshold is how long an unused device durable stays on
-// the broker: from a sync until a little after it. Between syncs a device
-// holds nothing there; its next sync re-creates the durable from the
-// local checkpoint (one consumer create per channel).
-const DefaultInactiveThreshold = 10 * time.Minute
+// the broker; a durable removed earlier is re-created from the local
+// checkpoint by the device's next sync.
+const DefaultInactiveThreshold = 7 * 24 * time.Hour
 
 // DurableName returns the durable consumer name for a device's channel.
 // The unit is implied by the stream the consumer lives in.
@@ -276,8 +275,7 @@ func bindDurable(ctx context.Context, s jetstream.Stream, spec CursorSpec) (jets
 	switch {
 	case err == nil:
 		info := cons.CachedInfo()
-		if info.Config.FilterSubject == filter && info.Delivered.Stream == spec.After && info.NumAckPending == 0 &&
-			info.Config.Replicas == 1 && info.Config.MemoryStorage {
+		if info.Config.FilterSubject == filter && info.Delivered.Stream == spec.After && info.NumAckPending == 0 {
 			return cons, false, nil
 		}
 		if err := s.DeleteConsumer(ctx, spec.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -285,7 +283,7 @@ func bindDurable(ctx context.Context, s jetstream.Stream, spec CursorSpec) (jets
 		}
 	case transient(ctx, err) || offline(err):
 		// No answer from the durable, or "offline", while the stream
-		// answered: the node holding it (R1) is down. The meta leader can still remove it, and
+		// answered: the nodes holding it are down or electing. The meta leader can still remove it, and
 		// the new one is placed on a live node.
 		if err := s.DeleteConsumer(ctx, spec.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return nil, false, fmt.Errorf("natsjs: replace unreachable durable %s: %w", spec.Durable, err)
@@ -299,12 +297,11 @@ func bindDurable(ctx context.Context, s jetstream.Stream, spec CursorSpec) (jets
 		AckPolicy:         jetstream.AckNonePolicy,
 		InactiveThreshold: spec.InactiveThreshold,
 		ReplayPolicy:      jetstream.ReplayInstantPolicy,
-		// One replica in memory: the device's checkpoint is the truth, so
-		// a durable lost with its node (or a restart) is simply re-created
-		// from it, and a fleet's durables are no Raft groups (README, device
-		// consumers for fleets).
-		Replicas:      1,
-		MemoryStorage: true,
+		// The stream's replicas and file storage. One replica in memory
+		// would make a fleet's durables no Raft groups (fsbench consumers),
+		// but lost a record once in TestCluster_SyncSurvivesNodeLoss: not
+		// adopted until that is explained (README, device consumers for
+		// fleets).
 	}
 	if spec.Snapshot {
 		cfg.DeliverPolicy = jetstream.DeliverLastPerSubjectPolicy

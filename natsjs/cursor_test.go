@@ -497,35 +497,3 @@ func TestClient_OpenCursor_SeesAcknowledgedChangesAtOnce(t *testing.T) {
 		after = seq
 	}
 }
-
-// TestClient_OpenCursor_MemoryR1Durable: device durables are one replica
-// in memory (no Raft group each); a durable an older build left on file
-// storage, at the checkpoint, is replaced by one from the checkpoint.
-func TestClient_OpenCursor_MemoryR1Durable(t *testing.T) {
-	b := fstest.MustStartBroker(t, "north")
-	all := publishSeqs(t, b, "north", 3)
-	durable := mustDurable(t, "tab1", ev)
-	js := mustJS(t, b)
-	ctx := testCtx(t)
-	if _, err := js.CreateConsumer(ctx, "FS_ORG_north", jetstream.ConsumerConfig{Durable: durable, AckPolicy: jetstream.AckNonePolicy,
-		FilterSubject: "fs.org.north.events.>"}); err != nil {
-		t.Fatal(err)
-	}
-	c := mustOpenCursor(t, b, natsjs.CursorSpec{Unit: "north", Channel: ev, Durable: durable})
-	if !c.Recreated {
-		t.Fatal("a file-storage durable was kept")
-	}
-	if got := seqs(drain(t, c)); !reflect.DeepEqual(got, all) {
-		t.Fatalf("read %v, want %v", got, all)
-	}
-	c.Close()
-	cons, err := js.Consumer(ctx, "FS_ORG_north", durable)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := cons.CachedInfo().Config
-	if cfg.Replicas != 1 || !cfg.MemoryStorage || cfg.InactiveThreshold != natsjs.DefaultInactiveThreshold {
-		t.Fatalf("durable config: replicas %d, memory %v, inactive %s; want 1, true, %s", cfg.Replicas, cfg.MemoryStorage,
-			cfg.InactiveThreshold, natsjs.DefaultInactiveThreshold)
-	}
-}

@@ -26,7 +26,7 @@ type StreamPolicy struct {
 	// document buckets) through the server's default (nats-server 2.15's
 	// own is 1,000). A device syncing holds one durable per channel on each
 	// of its units' streams and one each on FS_TENANT and FS_RESULTS, until
-	// 10 minutes after its sync ([DefaultInactiveThreshold]).
+	// [DefaultInactiveThreshold] after its last sync.
 	MaxConsumers int
 	// Replicas: 1 on a single node, 3 in a cluster.
 	Replicas int
@@ -39,7 +39,7 @@ type StreamPolicy struct {
 // DefaultStreamPolicy returns the policy used when configuration sets none:
 // 16 versions per record, a 2-minute dedupe window (the broker keeps every id
 // of the window in memory, so longer windows cost memory at high rates),
-// 40,000 consumers per stream (10,000 devices syncing at once: one each on
+// 40,000 consumers per stream (10,000 devices: one each on
 // FS_TENANT and FS_RESULTS, three on a unit's stream holding all of them,
 // plus feed consumers), one replica, no size cap.
 func DefaultStreamPolicy() StreamPolicy {

@@ -32,11 +32,11 @@ func newConsumersCmd() *cobra.Command {
 	var o consumersOpts
 	cmd := &cobra.Command{
 		Use:   "consumers",
-		Short: "Device durables at fleet size on a 3-node cluster: one replica in memory (the product's) next to replicated file durables",
+		Short: "Device durables at fleet size on a 3-node cluster: one replica in memory (the candidate) next to replicated file durables (this build's)",
 		RunE:  func(cmd *cobra.Command, _ []string) error { return runConsumers(cmd.Context(), o) },
 	}
-	cmd.Flags().IntVar(&o.devices, "devices", 10000, "devices whose durables the product's way creates")
-	cmd.Flags().IntVar(&o.r3Devices, "r3-devices", 1000, "devices for the replicated (R3 file) comparison; 0: skip it")
+	cmd.Flags().IntVar(&o.devices, "devices", 10000, "devices whose durables are made one replica in memory")
+	cmd.Flags().IntVar(&o.r3Devices, "r3-devices", 1000, "devices whose durables are made as this build makes them (the stream's 3 replicas, file); 0: skip")
 	cmd.Flags().IntVar(&o.units, "units", 10, "org units (devices spread evenly)")
 	cmd.Flags().IntVar(&o.parallel, "parallel", 32, "durables created at a time")
 	cmd.Flags().DurationVar(&o.idle, "idle", 10*time.Second, "idle time measured once all exist")
@@ -64,14 +64,14 @@ type consumersRun struct {
 
 func runConsumers(ctx context.Context, o consumersOpts) error {
 	fmt.Printf("device durables on a 3-node JetStream cluster in this process (streams R3, %d org units; %d durables per device: "+
-		"3 channels of its unit, tenant admin, results), %d created at a time by the broker identity with the device's configuration\n",
+		"3 channels of its unit, tenant admin, results), %d created at a time by the broker identity, each with a device's filter and policies\n",
 		o.units, durablesPerDevice, o.parallel)
 	var runs []consumersRun
 	modes := []struct {
 		name    string
 		devices int
 		r1      bool
-	}{{"R1 memory (the product: natsjs.OpenCursor)", o.devices, true}, {"R3 file (replicated durables, the earlier build)", o.r3Devices, false}}
+	}{{"R1 memory (candidate, not adopted)", o.devices, true}, {"R3 file (this build: natsjs.OpenCursor)", o.r3Devices, false}}
 	for _, m := range modes {
 		if m.devices == 0 {
 			continue
@@ -200,12 +200,12 @@ func deviceSpecs(device, unit string) []natsjs.CursorSpec {
 }
 
 // createDurable creates spec's durable: through the product's own cursor
-// (opened and closed: R1 in memory) or as a replicated file durable with
-// the same filter.
+// (opened and closed: the stream's replicas, file), or one replica in
+// memory with the same filter and policies.
 func createDurable(ctx context.Context, c *natsjs.Client, spec natsjs.CursorSpec, r1 bool) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if r1 {
+	if !r1 {
 		cur, err := c.OpenCursor(ctx, spec)
 		if err != nil {
 			return err
@@ -223,7 +223,7 @@ func createDurable(ctx context.Context, c *natsjs.Client, spec natsjs.CursorSpec
 		return err
 	}
 	_, err = js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: spec.Durable, FilterSubject: filter,
-		AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: 7 * 24 * time.Hour})
+		AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: natsjs.DefaultInactiveThreshold, Replicas: 1, MemoryStorage: true})
 	return err
 }
 

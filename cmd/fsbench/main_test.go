@@ -82,7 +82,7 @@ func TestDocuments_Tiny(t *testing.T) {
 
 func TestConsumers_Tiny(t *testing.T) {
 	out := runBench(t, "consumers", "--devices", "20", "--r3-devices", "4", "--units", "2", "--idle", "1s")
-	wantLines(t, out, "R1 memory (the product: natsjs.OpenCursor): 20 devices, 100 durables", "refused or failed 0  target 0 PASS",
-		"R3 file (replicated durables, the earlier build): 4 devices, 20 durables", "Raft groups (HA assets)",
+	wantLines(t, out, "R1 memory (candidate, not adopted): 20 devices, 100 durables", "refused or failed 0  target 0 PASS",
+		"R3 file (this build: natsjs.OpenCursor): 4 devices, 20 durables", "Raft groups (HA assets)",
 		"NATS guidance ~2,000 per server  PASS", "KiB per device", "JetStream API requests")
 }
