@@ -275,7 +275,10 @@ func bindDurable(ctx context.Context, s jetstream.Stream, spec CursorSpec) (jets
 	switch {
 	case err == nil:
 		info := cons.CachedInfo()
-		if info.Config.FilterSubject == filter && info.Delivered.Stream == spec.After && info.NumAckPending == 0 {
+		// Reused only with no pull request of an earlier reader still
+		// waiting on it: the broker would hand the next change to that
+		// closed reader's inbox, and this cursor would stall on it.
+		if info.Config.FilterSubject == filter && info.Delivered.Stream == spec.After && info.NumAckPending == 0 && info.NumWaiting == 0 {
 			return cons, false, nil
 		}
 		if err := s.DeleteConsumer(ctx, spec.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
