@@ -58,8 +58,7 @@ func startCompose(t *testing.T, env ...string) *composeProject {
 	if out, err := exec.Command("make", "-C", p.root, "images", "IMAGE_TAG=e2e").CombinedOutput(); err != nil {
 		t.Fatalf("make images: %v\n%s", err, out)
 	}
-	os.Setenv("FIELDSYNC_TAG", "e2e") // read by docker-compose.yml
-	t.Cleanup(func() { os.Unsetenv("FIELDSYNC_TAG") })
+	t.Setenv("FIELDSYNC_TAG", "e2e") // read by docker-compose.yml
 	for _, kv := range env {
 		k, v, _ := strings.Cut(kv, "=")
 		t.Setenv(k, v)

@@ -286,8 +286,9 @@ func bindDurable(ctx context.Context, s jetstream.Stream, spec CursorSpec) (jets
 		}
 	case transient(ctx, err) || offline(err):
 		// No answer from the durable, or "offline", while the stream
-		// answered: the nodes holding it are down or electing. The meta leader can still remove it, and
-		// the new one is placed on a live node.
+		// answered: the nodes holding it are down or electing. The meta
+		// leader can still remove it; the new one is placed on live nodes
+		// and starts from the checkpoint.
 		if err := s.DeleteConsumer(ctx, spec.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return nil, false, fmt.Errorf("natsjs: replace unreachable durable %s: %w", spec.Durable, err)
 		}

@@ -256,7 +256,9 @@ func TestClient_OpenCursor_ReusesOrRecreatesDurable(t *testing.T) {
 	c.Close()
 	last := all[len(all)-1]
 
-	// The durable's position equals the checkpoint: it is reused.
+	// The durable's position equals the checkpoint and no closed reader's
+	// pull request waits on it: it is reused.
+	waitNoPullWaiting(t, b, "FS_ORG_north", durable)
 	spec.After = last
 	c = mustOpenCursor(t, b, spec)
 	if c.Recreated {
